@@ -1,0 +1,944 @@
+//! The event loop. One turn reads top to bottom: poll, accept, read and route
+//! requests, one fan-out pass over the channels that grew, timers, sleep.
+
+use std::collections::HashMap;
+use std::io::{self, IoSlice};
+use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::channel::Hub;
+use crate::config::Config;
+use crate::conn::{self, Conn, Io, Pending, Phase};
+use crate::http::{self, Framing, HttpError};
+use crate::sse;
+use crate::stats::{Reject, Stats};
+use crate::timer::Wheel;
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+const SIGNALS: Token = Token(usize::MAX - 3);
+
+/// Timer resolution. Deadlines are seconds; 100 ms is plenty and keeps the
+/// wheel's turn (1024 slots) above 100 s.
+const TICK: Duration = Duration::from_millis(100);
+const READ_BUF: usize = 64 * 1024;
+/// Stop reading pipelined requests while this much output is unsent.
+const MAX_OUT_BACKLOG: usize = 1 << 20;
+/// How long a lingering close waits for the peer to close.
+const LINGER: Duration = Duration::from_secs(2);
+/// Connections kept above the limit only to answer 503 and close.
+const REJECT_RESERVE: usize = 32;
+/// File descriptors left free below the open-file limit.
+const FD_RESERVE: usize = 64;
+/// Retry `accept` this soon after running out of file descriptors.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// Starts a graceful shutdown from any thread.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl ShutdownHandle {
+    pub fn shutdown(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+}
+
+pub struct Server {
+    pub(crate) cfg: Config,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    pub(crate) conns: Slab<Conn>,
+    pub(crate) hub: Hub,
+    pub(crate) wheel: Wheel,
+    pub(crate) stats: Stats,
+    /// Streams per client address; only kept when a per-IP limit is set.
+    pub(crate) per_ip: HashMap<IpAddr, u32>,
+    scratch: Vec<u8>,
+    pub(crate) now: Instant,
+    pub(crate) started: Instant,
+    date: (u64, String),
+    pub(crate) max_connections: usize,
+    accept_paused: Option<Instant>,
+    pub(crate) draining: Option<Instant>,
+    shutdown_flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    signals: Option<signal_hook_mio::v1_0::Signals>,
+    rng: u64,
+    dirty: Vec<u32>,
+    expired: Vec<usize>,
+    dropped_slow: Vec<(usize, &'static str)>,
+}
+
+impl Server {
+    /// Binds the listener; it accepts connections as soon as this returns
+    /// (they are served once `run` is called).
+    pub fn new(cfg: Config) -> io::Result<Server> {
+        let fd_limit = raise_fd_limit();
+        let max_connections = if cfg.max_connections > 0 {
+            cfg.max_connections
+        } else {
+            (fd_limit as usize).saturating_sub(FD_RESERVE).max(16)
+        };
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(cfg.bind)?;
+        let local_addr = listener.local_addr()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let now = Instant::now();
+        // Reserve the slab and timer nodes up front: pages are touched only
+        // as connections arrive, so memory grows linearly with subscribers
+        // instead of doubling.
+        let reserve = (max_connections + REJECT_RESERVE).min(1 << 20);
+        let mut wheel = Wheel::new(now, TICK);
+        wheel.reserve(reserve);
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0x9e37_79b9, |d| d.as_nanos() as u64);
+        Ok(Server {
+            hub: Hub::new(cfg.history_bytes, cfg.max_channels),
+            cfg,
+            poll,
+            listener: Some(listener),
+            local_addr,
+            conns: Slab::with_capacity(reserve),
+            wheel,
+            stats: Stats::default(),
+            per_ip: HashMap::new(),
+            scratch: vec![0; READ_BUF],
+            now,
+            started: now,
+            date: (u64::MAX, String::new()),
+            max_connections,
+            accept_paused: None,
+            draining: None,
+            shutdown_flag: Arc::new(AtomicBool::new(false)),
+            waker,
+            signals: None,
+            rng: seed | 1,
+            dirty: Vec::new(),
+            expired: Vec::new(),
+            dropped_slow: Vec::new(),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            flag: self.shutdown_flag.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// SIGTERM and SIGINT start a graceful shutdown.
+    pub fn handle_signals(&mut self) -> io::Result<()> {
+        let mut signals = signal_hook_mio::v1_0::Signals::new([
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+        ])?;
+        self.poll
+            .registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        self.signals = Some(signals);
+        Ok(())
+    }
+
+    /// Runs until a shutdown completes.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            self.now = Instant::now();
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    SIGNALS => self.read_signals(),
+                    Token(key) => {
+                        let r = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                        let w = ev.is_writable() || ev.is_write_closed() || ev.is_error();
+                        self.on_event(key, r, w);
+                    }
+                }
+            }
+            if self.shutdown_flag.load(Ordering::SeqCst) && self.draining.is_none() {
+                self.begin_shutdown();
+            }
+            if self.accept_paused.is_some_and(|t| self.now >= t) {
+                self.accept_paused = None;
+                self.accept();
+            }
+            self.fan_out();
+            self.expire_timers();
+            if let Some(deadline) = self.draining {
+                if self.conns.is_empty() {
+                    log::info!("shutdown complete");
+                    return Ok(());
+                }
+                if self.now >= deadline {
+                    log::warn!(
+                        "shutdown grace period over; closing {} connections",
+                        self.conns.len()
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        let mut wake = self.wheel.next_wake();
+        for t in [self.draining, self.accept_paused].into_iter().flatten() {
+            wake = Some(wake.map_or(t, |w| w.min(t)));
+        }
+        wake.map(|w| w.saturating_duration_since(Instant::now()))
+    }
+
+    fn read_signals(&mut self) {
+        if let Some(signals) = self.signals.as_mut() {
+            for sig in signals.pending() {
+                log::info!("signal {sig} received: shutting down gracefully");
+                self.shutdown_flag.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        (self.now - self.started).as_millis() as u64
+    }
+
+    pub(crate) fn unix_micros(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_micros() as u64)
+    }
+
+    /// The `Date` header value, formatted once per second.
+    pub(crate) fn http_date(&mut self) -> &str {
+        let now = SystemTime::now();
+        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if self.date.0 != secs {
+            self.date = (secs, httpdate::fmt_http_date(now));
+        }
+        &self.date.1
+    }
+
+    pub(crate) fn random(&mut self) -> u64 {
+        // xorshift64: jitter only, not security.
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+
+    // ---- accepting -------------------------------------------------------
+
+    fn accept(&mut self) {
+        loop {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, addr)) => self.admit(stream, addr),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e) => {
+                    // EMFILE/ENFILE/ENOBUFS: the backlog stays queued. With an
+                    // edge-triggered listener no new event may come, so retry
+                    // after a close or shortly; never spin.
+                    self.stats.accept_errors += 1;
+                    if self.accept_paused.is_none() {
+                        log::warn!("accept failed: {e}; retrying in {ACCEPT_RETRY:?}");
+                    }
+                    self.accept_paused = Some(self.now + ACCEPT_RETRY);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, mut stream: TcpStream, addr: SocketAddr) {
+        let over = self.conns.len() >= self.max_connections;
+        if over && self.conns.len() >= self.max_connections + REJECT_RESERVE {
+            self.stats.reject(Reject::ConnectionLimit);
+            return; // dropped: closes at once
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::debug!("register {addr}: {e}");
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        entry.insert(Conn::new(stream, crate::config::canonical(addr.ip())));
+        self.stats.connections_accepted += 1;
+        if over {
+            self.stats.reject(Reject::ConnectionLimit);
+            let e = HttpError::new(503, "connection limit reached; retry later");
+            self.respond_error(key, &e, &["Retry-After: 1"]);
+            self.begin_close(key);
+        } else {
+            self.wheel.schedule(key, self.now + self.cfg.header_timeout);
+        }
+    }
+
+    // ---- per-connection I/O ---------------------------------------------
+
+    fn on_event(&mut self, key: usize, readable: bool, writable: bool) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        c.readable |= readable;
+        c.writable |= writable;
+        self.drive(key);
+    }
+
+    /// Does whatever the connection's readiness allows, across phase changes.
+    fn drive(&mut self, key: usize) {
+        loop {
+            let Some(c) = self.conns.get(key) else {
+                return;
+            };
+            match c.phase {
+                Phase::Request { .. } => {
+                    if !self.drive_request(key) {
+                        return;
+                    }
+                }
+                Phase::Stream(_) => {
+                    self.drive_stream(key);
+                    return;
+                }
+                Phase::Closing { .. } => {
+                    self.drive_closing(key);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Returns true when the connection changed phase and must be driven
+    /// again.
+    fn drive_request(&mut self, key: usize) -> bool {
+        loop {
+            if !self.flush_out(key) {
+                return false;
+            }
+            let Some(c) = self.conns.get_mut(key) else {
+                return false;
+            };
+            if !matches!(c.phase, Phase::Request { .. }) {
+                return true;
+            }
+            if c.close_after && c.out_pending() == 0 {
+                self.begin_close(key);
+                return true;
+            }
+            if !c.readable || c.close_after || c.out_pending() > MAX_OUT_BACKLOG {
+                return false;
+            }
+            let mut scratch = std::mem::take(&mut self.scratch);
+            let r = conn::read(&mut c.stream, &mut scratch);
+            match r {
+                Io::Done(n) => self.on_request_bytes(key, &scratch[..n]),
+                Io::WouldBlock => c.readable = false,
+                Io::Closed => {
+                    // The client is done sending. Finish what it asked for.
+                    c.readable = false;
+                    let in_progress = matches!(
+                        c.phase,
+                        Phase::Request {
+                            in_progress: true,
+                            ..
+                        }
+                    );
+                    if in_progress {
+                        log::debug!("client closed in the middle of a request");
+                    }
+                    if c.out_pending() > 0 && !in_progress {
+                        c.close_after = true;
+                    } else {
+                        self.close(key);
+                    }
+                }
+                Io::Error(kind) => {
+                    log::debug!("read error: {kind:?}");
+                    self.close(key);
+                }
+            }
+            self.scratch = scratch;
+        }
+    }
+
+    /// Parses and answers every complete request in the new bytes.
+    fn on_request_bytes(&mut self, key: usize, bytes: &[u8]) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Phase::Request { pending, .. } = &mut c.phase else {
+            return;
+        };
+        let was_idle = pending.is_none();
+        let (mut st, buffered) = match pending.take() {
+            Some(mut p) => {
+                p.buf.extend_from_slice(bytes);
+                (p, true)
+            }
+            None => (Box::default(), false),
+        };
+        let mut buf = std::mem::take(&mut st.buf);
+        let input: &[u8] = if buffered { &buf } else { bytes };
+        let consumed = self.process_requests(key, input, &mut st);
+        let leftover = &input[consumed.min(input.len())..];
+        let rest = if leftover.is_empty() {
+            None
+        } else if buffered {
+            buf.drain(..consumed);
+            Some(buf)
+        } else {
+            Some(leftover.to_vec())
+        };
+        let now = self.now;
+        let (header_timeout, idle_timeout) = (self.cfg.header_timeout, self.cfg.idle_timeout);
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Phase::Request {
+            pending,
+            in_progress,
+        } = &mut c.phase
+        else {
+            return;
+        };
+        match rest {
+            Some(b) => {
+                st.buf = b;
+                *pending = Some(st);
+                if !*in_progress || (was_idle && consumed > 0) {
+                    self.wheel.schedule(key, now + header_timeout);
+                }
+                *in_progress = true;
+            }
+            None => {
+                *in_progress = false;
+                if consumed > 0 {
+                    self.wheel.schedule(key, now + idle_timeout);
+                }
+            }
+        }
+    }
+
+    /// Handles complete requests at the start of `buf`; returns the bytes
+    /// consumed. `st` carries the state of a request whose body is partial.
+    fn process_requests(&mut self, key: usize, buf: &[u8], st: &mut Pending) -> usize {
+        let mut off = 0;
+        loop {
+            let Some(c) = self.conns.get(key) else {
+                return off;
+            };
+            if !matches!(c.phase, Phase::Request { .. })
+                || c.close_after
+                || c.out_pending() > MAX_OUT_BACKLOG
+                || off >= buf.len()
+            {
+                return off;
+            }
+            let rest = &buf[off..];
+            let parsed = match http::parse_head(rest, self.cfg.max_header_bytes) {
+                Ok(Some(p)) => p,
+                Ok(None) => return off,
+                Err(e) => {
+                    self.fail(key, &e);
+                    return buf.len();
+                }
+            };
+            let (req, head_len) = parsed;
+            let first_look = st.head_len.is_none();
+            st.head_len = Some(head_len);
+            let body_input = &rest[head_len..];
+            let (body, total): (&[u8], usize) = match req.framing() {
+                Framing::Empty => (&[], head_len),
+                Framing::Length(n) if n > self.cfg.max_body_bytes => {
+                    self.stats.reject(Reject::TooLarge);
+                    self.fail(key, &HttpError::new(413, "request body too large"));
+                    return buf.len();
+                }
+                Framing::Length(n) => {
+                    if body_input.len() < n {
+                        self.maybe_continue(key, &req, st, first_look);
+                        return off;
+                    }
+                    (&body_input[..n], head_len + n)
+                }
+                Framing::Chunked => {
+                    let max_body = self.cfg.max_body_bytes;
+                    let max_trailer = self.cfg.max_header_bytes;
+                    match st
+                        .chunked
+                        .decode(body_input, &mut st.body, max_body, max_trailer)
+                    {
+                        Ok(Some(used)) => (&st.body[..], head_len + used),
+                        Ok(None) => {
+                            self.maybe_continue(key, &req, st, first_look);
+                            return off;
+                        }
+                        Err(e) => {
+                            if e.status == 413 {
+                                self.stats.reject(Reject::TooLarge);
+                            }
+                            self.fail(key, &e);
+                            return buf.len();
+                        }
+                    }
+                }
+            };
+            self.stats.requests += 1;
+            self.handle(key, &req, body);
+            off += total;
+            let b = std::mem::take(&mut st.body);
+            *st = Pending::default();
+            st.body = b;
+            st.body.clear();
+        }
+    }
+
+    fn maybe_continue(&mut self, key: usize, req: &http::Request<'_>, st: &mut Pending, _: bool) {
+        if req.expect_continue && !st.continue_sent {
+            st.continue_sent = true;
+            if let Some(c) = self.conns.get_mut(key) {
+                c.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            }
+        }
+    }
+
+    /// Answers a request that cannot be followed by another on this
+    /// connection (the framing is unknown or broken), then closes.
+    pub(crate) fn fail(&mut self, key: usize, e: &HttpError) {
+        if e.status == 400 || e.status == 505 || e.status == 501 {
+            self.stats.reject(Reject::BadRequest);
+        }
+        log::debug!("request refused: {} {}", e.status, e.message);
+        self.respond_error(key, e, &[]);
+        if let Some(c) = self.conns.get_mut(key) {
+            c.close_after = true;
+        }
+    }
+
+    /// Writes out `c.out`. Returns false when the connection was closed.
+    fn flush_out(&mut self, key: usize) -> bool {
+        let Some(c) = self.conns.get_mut(key) else {
+            return false;
+        };
+        while c.out_pending() > 0 && c.writable {
+            match conn::write_vectored(&mut c.stream, &[IoSlice::new(&c.out[c.out_pos..])]) {
+                Io::Done(n) => {
+                    self.stats.bytes_written += n as u64;
+                    c.consume_out(n);
+                }
+                Io::WouldBlock => c.writable = false,
+                Io::Closed | Io::Error(_) => {
+                    self.close(key);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Starts a lingering close: flush, shut the write side, wait for EOF.
+    pub(crate) fn begin_close(&mut self, key: usize) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        c.close_after = true;
+        c.phase = Phase::Closing { shut: false };
+        self.wheel
+            .schedule(key, self.now + LINGER.max(self.cfg.write_timeout));
+        self.drive_closing(key);
+    }
+
+    fn drive_closing(&mut self, key: usize) {
+        if !self.flush_out(key) {
+            return;
+        }
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if c.out_pending() > 0 {
+            return;
+        }
+        if let Phase::Closing { shut } = &mut c.phase {
+            if !*shut {
+                *shut = true;
+                if c.stream.shutdown(Shutdown::Write).is_err() {
+                    self.close(key);
+                    return;
+                }
+                self.wheel.schedule(key, self.now + LINGER);
+            }
+        }
+        // Discard whatever the peer still sends until it closes.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        while let Some(c) = self.conns.get_mut(key) {
+            if !c.readable {
+                break;
+            }
+            match conn::read(&mut c.stream, &mut scratch) {
+                Io::Done(_) => {}
+                Io::WouldBlock => c.readable = false,
+                Io::Closed | Io::Error(_) => self.close(key),
+            }
+        }
+        self.scratch = scratch;
+    }
+
+    // ---- streams ----------------------------------------------------------
+
+    fn drive_stream(&mut self, key: usize) {
+        // A subscriber has nothing to say; read only to notice it leaving.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        loop {
+            let Some(c) = self.conns.get_mut(key) else {
+                self.scratch = scratch;
+                return;
+            };
+            if !c.readable {
+                break;
+            }
+            match conn::read(&mut c.stream, &mut scratch) {
+                Io::Done(_) => {}
+                Io::WouldBlock => c.readable = false,
+                Io::Closed | Io::Error(_) => {
+                    self.close(key);
+                    self.scratch = scratch;
+                    return;
+                }
+            }
+        }
+        self.scratch = scratch;
+        self.write_stream(key);
+    }
+
+    /// Writes a subscriber's pending bytes: its response head (if any), the
+    /// rest of a heartbeat, then `log[cursor..head]`, in as few writes as the
+    /// kernel allows.
+    pub(crate) fn write_stream(&mut self, key: usize) {
+        let now_ms = self.now_ms();
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Conn {
+            stream,
+            out,
+            out_pos,
+            writable,
+            phase,
+            ..
+        } = c;
+        let Phase::Stream(sub) = phase else {
+            return;
+        };
+        let log = &self.hub.get(sub.channel).log;
+        if sub.cursor < log.tail() {
+            self.dropped_slow
+                .push((key, "fell behind the channel history"));
+            self.stats.slow_consumers_dropped += 1;
+            self.close(key);
+            return;
+        }
+        let mut wrote = false;
+        while *writable {
+            let hb = &sse::HEARTBEAT[sse::HEARTBEAT.len() - sub.heartbeat_left as usize..];
+            let (a, b) = log.slices(sub.cursor);
+            let pending_out = &out[*out_pos..];
+            if pending_out.is_empty() && hb.is_empty() && a.is_empty() {
+                break;
+            }
+            let iov = [
+                IoSlice::new(pending_out),
+                IoSlice::new(hb),
+                IoSlice::new(a),
+                IoSlice::new(b),
+            ];
+            match conn::write_vectored(stream, &iov) {
+                Io::Done(mut n) => {
+                    wrote = true;
+                    self.stats.bytes_written += n as u64;
+                    let o = n.min(pending_out.len());
+                    n -= o;
+                    let h = n.min(hb.len());
+                    n -= h;
+                    sub.heartbeat_left -= h as u8;
+                    if n > 0 {
+                        let before = log.complete_before(sub.cursor);
+                        sub.cursor += n as u64;
+                        self.stats.deliveries += log.complete_before(sub.cursor) - before;
+                    }
+                    if o > 0 {
+                        *out_pos += o;
+                        if *out_pos >= out.len() {
+                            // The response head is out: the stream owns no buffer.
+                            *out = Vec::new();
+                            *out_pos = 0;
+                        }
+                    }
+                }
+                Io::WouldBlock => *writable = false,
+                Io::Closed | Io::Error(_) => {
+                    self.close(key);
+                    return;
+                }
+            }
+        }
+        let pending = *out_pos < out.len() || sub.heartbeat_left > 0 || sub.cursor < log.head();
+        if wrote {
+            sub.last_write_ms = now_ms;
+        }
+        if pending {
+            if sub.stalled_since_ms == u64::MAX {
+                sub.stalled_since_ms = now_ms;
+                self.wheel.schedule(key, self.now + self.cfg.write_timeout);
+            }
+        } else if sub.stalled_since_ms != u64::MAX {
+            sub.stalled_since_ms = u64::MAX;
+            self.schedule_heartbeat(key, now_ms);
+        }
+    }
+
+    fn schedule_heartbeat(&mut self, key: usize, last_write_ms: u64) {
+        let hb = self.cfg.heartbeat_interval;
+        if hb.is_zero() {
+            self.wheel.cancel(key);
+        } else {
+            let at = self.started + Duration::from_millis(last_write_ms) + hb;
+            self.wheel.schedule(key, at);
+        }
+    }
+
+    /// One pass per loop turn over every channel that grew: each subscriber
+    /// gets everything published this turn in one write.
+    fn fan_out(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        self.hub.take_dirty(&mut dirty);
+        for &ch in &dirty {
+            let mut i = 0;
+            while let Some(&key) = self.hub.get(ch).subscribers.get(i) {
+                self.write_stream(key as usize);
+                // A dropped subscriber's place is taken by the last one.
+                if self.hub.get(ch).subscribers.get(i) == Some(&key) {
+                    i += 1;
+                }
+            }
+        }
+        self.dirty = dirty;
+        if !self.dropped_slow.is_empty() {
+            let (_, why) = self.dropped_slow[0];
+            log::warn!(
+                "dropped {} slow subscriber(s): {why}; they can resume with Last-Event-ID",
+                self.dropped_slow.len()
+            );
+            self.dropped_slow.clear();
+        }
+    }
+
+    // ---- timers -----------------------------------------------------------
+
+    fn expire_timers(&mut self) {
+        let mut expired = std::mem::take(&mut self.expired);
+        expired.clear();
+        self.wheel.expire(self.now, &mut expired);
+        for &key in &expired {
+            self.on_timer(key);
+        }
+        self.expired = expired;
+    }
+
+    fn on_timer(&mut self, key: usize) {
+        let now_ms = self.now_ms();
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        match &mut c.phase {
+            Phase::Request { in_progress, .. } => {
+                if *in_progress {
+                    self.stats.reject(Reject::HeaderTimeout);
+                    log::debug!("request not complete before the header deadline");
+                    let e = HttpError::new(408, "request not complete before the header deadline");
+                    self.respond_error(key, &e, &[]);
+                    self.begin_close(key);
+                } else if c.out_pending() > 0 {
+                    log::debug!("client does not read its responses; closing");
+                    self.close(key);
+                } else {
+                    self.close(key);
+                }
+            }
+            Phase::Closing { .. } => self.close(key),
+            Phase::Stream(sub) => {
+                if sub.stalled_since_ms != u64::MAX {
+                    let stalled_for = now_ms.saturating_sub(sub.stalled_since_ms);
+                    if stalled_for >= self.cfg.write_timeout.as_millis() as u64 {
+                        self.stats.stalled_consumers_dropped += 1;
+                        self.dropped_slow.push((key, "socket did not drain"));
+                        self.close(key);
+                    } else {
+                        let left = self.cfg.write_timeout.as_millis() as u64 - stalled_for;
+                        self.wheel
+                            .schedule(key, self.now + Duration::from_millis(left));
+                    }
+                    return;
+                }
+                let hb_ms = self.cfg.heartbeat_interval.as_millis() as u64;
+                if hb_ms == 0 {
+                    return;
+                }
+                let due = sub.last_write_ms + hb_ms;
+                if now_ms + TICK.as_millis() as u64 / 2 >= due && sub.heartbeat_left == 0 {
+                    sub.heartbeat_left = sse::HEARTBEAT.len() as u8;
+                    self.stats.heartbeats += 1;
+                    self.write_stream(key);
+                    if let Some(Phase::Stream(sub)) = self.conns.get(key).map(|c| &c.phase) {
+                        if sub.stalled_since_ms == u64::MAX {
+                            self.schedule_heartbeat(key, now_ms);
+                        }
+                    }
+                } else {
+                    let last = sub.last_write_ms;
+                    self.schedule_heartbeat(key, last);
+                }
+            }
+        }
+        if !self.dropped_slow.is_empty() {
+            log::warn!(
+                "dropped {} slow subscriber(s): {}; they can resume with Last-Event-ID",
+                self.dropped_slow.len(),
+                self.dropped_slow[0].1
+            );
+            self.dropped_slow.clear();
+        }
+    }
+
+    // ---- closing and shutdown ----------------------------------------------
+
+    /// Removes a connection: its timer, its place in a channel, its per-IP
+    /// count. Dropping the socket closes it and removes it from epoll.
+    pub(crate) fn close(&mut self, key: usize) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        let c = self.conns.remove(key);
+        self.wheel.cancel(key);
+        if let Phase::Stream(sub) = &c.phase {
+            if let Some(moved) = self.hub.unsubscribe(sub.channel, sub.index) {
+                if let Some(Phase::Stream(m)) =
+                    self.conns.get_mut(moved as usize).map(|c| &mut c.phase)
+                {
+                    m.index = sub.index;
+                }
+            }
+            if sub.counted {
+                if let Some(n) = self.per_ip.get_mut(&c.ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.per_ip.remove(&c.ip);
+                    }
+                }
+            }
+        }
+        if self.accept_paused.is_some() {
+            self.accept_paused = Some(self.now);
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        self.draining = Some(self.now + self.cfg.shutdown_grace);
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        self.accept_paused = None;
+        log::info!(
+            "shutting down: {} connections, grace {:?}",
+            self.conns.len(),
+            self.cfg.shutdown_grace
+        );
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let Some(c) = self.conns.get_mut(key) else {
+                continue;
+            };
+            match &c.phase {
+                Phase::Stream(_) => {
+                    // Last chance to send what is pending, then a clean close.
+                    self.write_stream(key);
+                    if let Some(c) = self.conns.get_mut(key) {
+                        let _ = c.stream.shutdown(Shutdown::Write);
+                    }
+                    self.close(key);
+                }
+                Phase::Request { in_progress, .. } => {
+                    if !*in_progress && c.out_pending() == 0 {
+                        self.close(key);
+                    } else {
+                        c.close_after = true;
+                    }
+                }
+                Phase::Closing { .. } => {}
+            }
+        }
+    }
+}
+
+/// Raises the soft open-file limit to the hard one; returns the limit.
+fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur
+}
