@@ -31,6 +31,10 @@ pub struct Config {
     pub max_channels: usize,
     pub shutdown_grace: Duration,
     pub log_level: log::LevelFilter,
+    /// One info line per request.
+    pub access_log: bool,
+    /// Serve the built-in page at `/`.
+    pub ui: bool,
 }
 
 impl Default for Config {
@@ -53,6 +57,8 @@ impl Default for Config {
             max_channels: 10_000,
             shutdown_grace: Duration::from_secs(10),
             log_level: log::LevelFilter::Info,
+            access_log: true,
+            ui: true,
         }
     }
 }
@@ -143,11 +149,13 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// Why the configuration was refused: one line, exit code 2.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum ConfigError {
     /// `--help` was asked for; not an error, but parsing stops.
     Help,
     Version,
+    /// `--check-config`: the configuration is valid; print it and exit.
+    CheckConfig(Box<Config>),
     Invalid(String),
 }
 
@@ -156,6 +164,7 @@ impl fmt::Display for ConfigError {
         match self {
             ConfigError::Help => f.write_str("help requested"),
             ConfigError::Version => f.write_str("version requested"),
+            ConfigError::CheckConfig(_) => f.write_str("configuration checked"),
             ConfigError::Invalid(m) => f.write_str(m),
         }
     }
@@ -344,6 +353,7 @@ impl Config {
             }
         }
         let args: Vec<String> = args.into_iter().map(|a| a.as_ref().to_string()).collect();
+        let mut check_only = false;
         let mut i = 0;
         while i < args.len() {
             let arg = &args[i];
@@ -351,6 +361,10 @@ impl Config {
             match arg.as_str() {
                 "-h" | "--help" => return Err(ConfigError::Help),
                 "-V" | "--version" => return Err(ConfigError::Version),
+                "--check-config" => {
+                    check_only = true;
+                    continue;
+                }
                 _ => {}
             }
             let Some(body) = arg.strip_prefix("--") else {
@@ -377,6 +391,9 @@ impl Config {
             cfg.set(f, &value, &origin)?;
         }
         cfg.check()?;
+        if check_only {
+            return Err(ConfigError::CheckConfig(Box::new(cfg)));
+        }
         Ok(cfg)
     }
 
@@ -421,13 +438,9 @@ impl Config {
                     }
                 }
             }
-            "cors-credentials" => {
-                self.cors.credentials = match v {
-                    "1" | "true" | "yes" | "on" => true,
-                    "0" | "false" | "no" | "off" | "" => false,
-                    _ => return Err(bad("must be true or false")),
-                }
-            }
+            "cors-credentials" => self.cors.credentials = boolean(v).ok_or_else(|| bad(BOOL))?,
+            "access-log" => self.access_log = boolean(v).ok_or_else(|| bad(BOOL))?,
+            "ui" => self.ui = boolean(v).ok_or_else(|| bad(BOOL))?,
             "trusted-proxies" => {
                 self.trusted_proxies.clear();
                 for p in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -502,6 +515,7 @@ impl Config {
         }
         s.push_str("  --help                         print this text\n");
         s.push_str("  --version                      print the version\n");
+        s.push_str("  --check-config                 validate the configuration, print it, exit\n");
         s
     }
 
@@ -519,7 +533,7 @@ impl Config {
             "max_connections={} max_connections_per_ip={} heartbeat={:?} history_bytes={} \
              publish_token={} cors_origins={} cors_credentials={} trusted_proxies={} retry_ms={} \
              header_timeout={:?} write_timeout={:?} idle_timeout={:?} max_header_bytes={} \
-             max_body_bytes={} max_channels={} shutdown_grace={:?}",
+             max_body_bytes={} max_channels={} shutdown_grace={:?} access_log={} ui={}",
             if self.max_connections == 0 {
                 "auto".to_string()
             } else {
@@ -548,6 +562,8 @@ impl Config {
             self.max_body_bytes,
             self.max_channels,
             self.shutdown_grace,
+            self.access_log,
+            self.ui,
         )
     }
 
@@ -557,11 +573,20 @@ impl Config {
 }
 
 const WHOLE: &str = "is not a whole number";
+const BOOL: &str = "must be true or false";
 const SECS: &str = "is not a number of seconds";
 const POS: &str = "must be a positive number of seconds";
 
 fn invalid(m: String) -> ConfigError {
     ConfigError::Invalid(m)
+}
+
+fn boolean(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
 }
 
 fn count(v: &str) -> Option<usize> {

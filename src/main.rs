@@ -16,6 +16,10 @@ fn main() -> ExitCode {
             print!("{}", Config::help());
             return ExitCode::SUCCESS;
         }
+        Err(ConfigError::CheckConfig(c)) => {
+            println!("configuration ok: bind={} {}", c.bind, c.summary());
+            return ExitCode::SUCCESS;
+        }
         Err(ConfigError::Version) => {
             println!("ssecast {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;

@@ -27,9 +27,19 @@ pub enum Route {
     Stream,
     Broadcast,
     Status,
+    StatusStream,
     Health,
+    Metrics,
+    Ui,
     NotFound,
 }
+
+/// The channel the hub publishes its own status to, once a second while it
+/// has subscribers. Names starting with `$` are reserved for the hub.
+pub const STATUS_CHANNEL: &str = "$status";
+
+/// The built-in page.
+pub const UI_PAGE: &str = include_str!("ui/index.html");
 
 impl Route {
     pub fn of(path: &str) -> Route {
@@ -37,7 +47,10 @@ impl Route {
             "/events" | "/sse" => Route::Stream,
             "/events/broadcast" => Route::Broadcast,
             "/events/status" | "/sse/health" => Route::Status,
+            "/events/status/stream" => Route::StatusStream,
             "/health" => Route::Health,
+            "/metrics" => Route::Metrics,
+            "/" => Route::Ui,
             _ => Route::NotFound,
         }
     }
@@ -67,7 +80,30 @@ struct Publish<'a> {
 }
 
 impl Server {
+    /// Routes one request and writes the access-log line.
     pub(crate) fn handle(&mut self, key: usize, req: &Request<'_>, body: &[u8]) {
+        let started = Instant::now();
+        self.last_response = (0, 0);
+        self.route(key, req, body);
+        if self.cfg.access_log {
+            let (status, bytes) = self.last_response;
+            let peer = self.conns.get(key).map(|c| c.ip);
+            let client = peer.map(|p| self.client_ip(p, req).to_string());
+            log::info!(
+                "{} \"{} {}{}{}\" {} {} {}us",
+                client.as_deref().unwrap_or("-"),
+                req.method,
+                req.path,
+                if req.query.is_empty() { "" } else { "?" },
+                req.query,
+                status,
+                bytes,
+                started.elapsed().as_micros()
+            );
+        }
+    }
+
+    fn route(&mut self, key: usize, req: &Request<'_>, body: &[u8]) {
         let route = Route::of(req.path);
         let keep_alive = req.keep_alive && self.draining.is_none();
         if route == Route::NotFound {
@@ -92,13 +128,59 @@ impl Server {
             return self.respond_json_error(key, req, &e, &[&allow], keep_alive);
         }
         match route {
-            Route::Stream => self.subscribe(key, req),
+            Route::Stream => self.subscribe(key, req, None),
+            Route::StatusStream => self.subscribe(key, req, Some(STATUS_CHANNEL)),
             Route::Broadcast => {
                 let started = Instant::now();
                 self.publish(key, req, body, keep_alive);
-                let us = started.elapsed().as_micros() as u64;
-                self.stats.publish_us_sum += us;
-                self.stats.publish_us_max = self.stats.publish_us_max.max(us);
+                self.stats
+                    .observe_publish(started.elapsed().as_micros() as u64);
+            }
+            Route::Metrics => {
+                let body = self.snapshot().metrics_text();
+                let cors = self.cors_headers(req.origin);
+                let mut headers: Vec<&str> = cors.iter().map(String::as_str).collect();
+                headers.push("Cache-Control: no-store");
+                self.write_response(
+                    key,
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    body.as_bytes(),
+                    &headers,
+                    keep_alive,
+                );
+            }
+            Route::Ui => {
+                let peer = self
+                    .conns
+                    .get(key)
+                    .map(|c| c.ip)
+                    .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+                if !self.cfg.ui {
+                    self.stats.reject(Reject::NotFound);
+                    let e = HttpError::new(404, "the built-in page is switched off (--ui false)");
+                    return self.respond_json_error(key, req, &e, &[], keep_alive);
+                }
+                if self.cfg.publish_token.is_none() && !self.client_ip(peer, req).is_loopback() {
+                    self.stats.reject(Reject::Forbidden);
+                    let e = HttpError::new(
+                        403,
+                        "the built-in page is served only to loopback when no publish token is configured",
+                    );
+                    return self.respond_json_error(key, req, &e, &[], keep_alive);
+                }
+                self.write_response(
+                    key,
+                    200,
+                    "text/html; charset=utf-8",
+                    UI_PAGE.as_bytes(),
+                    &[
+                        "Cache-Control: no-cache",
+                        "X-Content-Type-Options: nosniff",
+                        "Content-Security-Policy: default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'",
+                    ],
+                    keep_alive,
+                );
             }
             Route::Status => {
                 let body = serde_json::to_vec(&self.snapshot().status_json()).unwrap_or_default();
@@ -221,6 +303,7 @@ impl Server {
         keep_alive: bool,
     ) {
         let date = self.http_date().to_string();
+        self.last_response = (status, body.len());
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
@@ -267,8 +350,8 @@ impl Server {
 
     // ---- GET /events --------------------------------------------------------
 
-    fn subscribe(&mut self, key: usize, req: &Request<'_>) {
-        match self.try_subscribe(key, req) {
+    fn subscribe(&mut self, key: usize, req: &Request<'_>, fixed: Option<&'static str>) {
+        match self.try_subscribe(key, req, fixed) {
             Ok(()) => {}
             Err((e, reason, extra)) => {
                 if let Some(r) = reason {
@@ -285,16 +368,21 @@ impl Server {
         &mut self,
         key: usize,
         req: &Request<'_>,
+        fixed: Option<&'static str>,
     ) -> Result<(), (HttpError, Option<Reject>, &'static [&'static str])> {
         let bad = |e: HttpError| (e, Some(Reject::BadRequest), &[][..]);
         if self.draining.is_some() {
             let e = HttpError::new(503, "shutting down");
             return Err((e, Some(Reject::ShuttingDown), &["Retry-After: 1"]));
         }
-        let channel = match http::query_param(req.query, "channel").map_err(bad)? {
-            None => Cow::Borrowed(DEFAULT_CHANNEL),
-            Some(c) if sse::valid_name(&c) => c,
-            Some(_) => return Err(bad(invalid_name("channel"))),
+        let channel = match fixed {
+            Some(name) => Cow::Borrowed(name),
+            None => match http::query_param(req.query, "channel").map_err(bad)? {
+                None => Cow::Borrowed(DEFAULT_CHANNEL),
+                Some(c) if c.starts_with('$') => return Err(bad(reserved_name())),
+                Some(c) if sse::valid_name(&c) => c,
+                Some(_) => return Err(bad(invalid_name("channel"))),
+            },
         };
         let last_id: Option<Cow<'_, str>> = match req.last_event_id.filter(|v| !v.is_empty()) {
             Some(v) => Some(Cow::Borrowed(v)),
@@ -335,6 +423,7 @@ impl Server {
             head.extend_from_slice(b"\r\n");
         }
         head.extend_from_slice(b"\r\n");
+        self.last_response = (200, 0);
         if self.cfg.retry_ms > 0 {
             let jitter = self.random() % (self.cfg.retry_ms / 2 + 1);
             sse::encode_retry(&mut head, self.cfg.retry_ms + jitter);
@@ -389,6 +478,10 @@ impl Server {
             self.wheel.cancel(key);
         } else {
             self.wheel.schedule(key, self.now + hb);
+        }
+        if fixed == Some(STATUS_CHANNEL) {
+            self.status_channel = Some(ch);
+            self.status_next.get_or_insert(self.now);
         }
         Ok(())
     }
@@ -500,6 +593,13 @@ fn invalid_name(what: &str) -> HttpError {
     )
 }
 
+fn reserved_name() -> HttpError {
+    HttpError::new(
+        400,
+        "channel names starting with '$' are reserved for the hub",
+    )
+}
+
 fn bearer(v: &str) -> Option<&str> {
     let (scheme, token) = v.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
@@ -546,6 +646,9 @@ fn decode_publish<'a>(req: &Request<'a>, body: &'a [u8]) -> Result<Vec<Publish<'
     let default_channel = query_channel.unwrap_or(Cow::Borrowed(DEFAULT_CHANNEL));
     if !sse::valid_name(&default_channel) {
         return Err(invalid_name("channel"));
+    }
+    if default_channel.starts_with('$') {
+        return Err(reserved_name());
     }
     if query_event.as_deref().is_some_and(|e| !sse::valid_name(e)) {
         return Err(invalid_name("event name"));
@@ -623,6 +726,7 @@ fn decode_item<'a>(
     };
     let channel = match obj.remove("channel") {
         None | Some(Value::Null) => default_channel.to_string(),
+        Some(Value::String(s)) if s.starts_with('$') => return Err(reserved_name()),
         Some(Value::String(s)) if sse::valid_name(&s) => s,
         Some(_) => return Err(invalid_name("channel")),
     };

@@ -78,6 +78,11 @@ pub struct Server {
     dirty: Vec<u32>,
     expired: Vec<usize>,
     dropped_slow: Vec<(usize, &'static str)>,
+    /// Status and body length of the last response written (access log).
+    pub(crate) last_response: (u16, usize),
+    /// The `$status` channel and when to publish to it next.
+    pub(crate) status_channel: Option<u32>,
+    pub(crate) status_next: Option<Instant>,
 }
 
 impl Server {
@@ -130,6 +135,9 @@ impl Server {
             dirty: Vec::new(),
             expired: Vec::new(),
             dropped_slow: Vec::new(),
+            last_response: (0, 0),
+            status_channel: None,
+            status_next: None,
         })
     }
 
@@ -192,6 +200,7 @@ impl Server {
                 self.accept_paused = None;
                 self.accept();
             }
+            self.publish_status();
             self.fan_out();
             self.expire_timers();
             if let Some(deadline) = self.draining {
@@ -212,7 +221,10 @@ impl Server {
 
     fn poll_timeout(&self) -> Option<Duration> {
         let mut wake = self.wheel.next_wake();
-        for t in [self.draining, self.accept_paused].into_iter().flatten() {
+        for t in [self.draining, self.accept_paused, self.status_next]
+            .into_iter()
+            .flatten()
+        {
             wake = Some(wake.map_or(t, |w| w.min(t)));
         }
         wake.map(|w| w.saturating_duration_since(Instant::now()))
@@ -770,6 +782,26 @@ impl Server {
             );
             self.dropped_slow.clear();
         }
+    }
+
+    /// Once a second while anyone watches `/events/status/stream`, publish
+    /// the status document to the `$status` channel.
+    fn publish_status(&mut self) {
+        let (Some(ch), Some(next)) = (self.status_channel, self.status_next) else {
+            return;
+        };
+        if self.now < next {
+            return;
+        }
+        if self.hub.get(ch).subscribers.is_empty() {
+            self.status_next = None;
+            return;
+        }
+        let doc = self.snapshot().status_json().to_string();
+        if self.hub.publish(ch, Some("status"), &doc).is_err() {
+            log::warn!("status document larger than the channel history; not published");
+        }
+        self.status_next = Some(self.now + Duration::from_secs(1));
     }
 
     // ---- timers -----------------------------------------------------------

@@ -47,12 +47,26 @@ pub struct Stats {
     pub history_lost_sent: u64,
     pub accept_errors: u64,
     pub rejected: [u64; 10],
-    /// Sum and count of publish handling time, in microseconds.
+    /// Publish handling time: sum in microseconds and a histogram.
     pub publish_us_sum: u64,
     pub publish_us_max: u64,
+    pub publish_buckets: [u64; PUBLISH_BUCKETS_US.len()],
 }
 
+/// Upper bounds (microseconds) of the publish-latency histogram buckets.
+pub const PUBLISH_BUCKETS_US: [u64; 10] = [10, 25, 50, 100, 250, 500, 1000, 5000, 25000, 100000];
+
 impl Stats {
+    pub fn observe_publish(&mut self, us: u64) {
+        self.publish_us_sum += us;
+        self.publish_us_max = self.publish_us_max.max(us);
+        for (i, le) in PUBLISH_BUCKETS_US.iter().enumerate() {
+            if us <= *le {
+                self.publish_buckets[i] += 1;
+            }
+        }
+    }
+
     pub fn reject(&mut self, why: Reject) {
         if let Some(i) = REJECT_REASONS.iter().position(|(r, _)| *r == why) {
             self.rejected[i] += 1;
@@ -69,6 +83,10 @@ impl Stats {
 
 /// Most channels listed by name in the status document.
 pub const STATUS_CHANNELS: usize = 1000;
+
+/// Most channels given their own label in `/metrics`; the rest are summed
+/// under `channel="_other"`, so a scrape's cardinality stays bounded.
+pub const METRICS_CHANNELS: usize = 100;
 
 pub struct Snapshot<'a> {
     pub stats: &'a Stats,
@@ -127,5 +145,214 @@ impl Snapshot<'_> {
             },
             "uptime_seconds": self.uptime_secs,
         })
+    }
+}
+
+impl Snapshot<'_> {
+    /// Prometheus text exposition format, version 0.0.4.
+    pub fn metrics_text(&self) -> String {
+        use std::fmt::Write;
+        let s = self.stats;
+        let mut o = String::with_capacity(4096);
+        let metric = |o: &mut String, name: &str, kind: &str, help: &str, value: f64| {
+            let _ = writeln!(
+                o,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        metric(
+            &mut o,
+            "ssecast_connections",
+            "gauge",
+            "Open client connections.",
+            self.connections as f64,
+        );
+        metric(
+            &mut o,
+            "ssecast_subscribers",
+            "gauge",
+            "Open event streams.",
+            self.hub.subscriber_count() as f64,
+        );
+        metric(
+            &mut o,
+            "ssecast_channels",
+            "gauge",
+            "Channels that exist.",
+            self.hub.len() as f64,
+        );
+        metric(
+            &mut o,
+            "ssecast_max_connections",
+            "gauge",
+            "Connection limit in force.",
+            self.max_connections as f64,
+        );
+        metric(
+            &mut o,
+            "ssecast_uptime_seconds",
+            "gauge",
+            "Seconds since start.",
+            self.uptime_secs,
+        );
+        metric(
+            &mut o,
+            "ssecast_history_memory_bytes",
+            "gauge",
+            "Memory held by channel histories.",
+            self.hub.memory() as f64,
+        );
+        metric(
+            &mut o,
+            "ssecast_connections_accepted_total",
+            "counter",
+            "Connections accepted.",
+            s.connections_accepted as f64,
+        );
+        metric(
+            &mut o,
+            "ssecast_requests_total",
+            "counter",
+            "HTTP requests handled.",
+            s.requests as f64,
+        );
+        metric(
+            &mut o,
+            "ssecast_events_published_total",
+            "counter",
+            "Events published.",
+            s.events_published as f64,
+        );
+        metric(
+            &mut o,
+            "ssecast_deliveries_total",
+            "counter",
+            "Events written completely to a subscriber.",
+            s.deliveries as f64,
+        );
+        metric(
+            &mut o,
+            "ssecast_bytes_written_total",
+            "counter",
+            "Bytes written to clients.",
+            s.bytes_written as f64,
+        );
+        metric(
+            &mut o,
+            "ssecast_heartbeats_total",
+            "counter",
+            "Heartbeat comments sent.",
+            s.heartbeats as f64,
+        );
+        metric(
+            &mut o,
+            "ssecast_history_lost_total",
+            "counter",
+            "history-lost events sent to resuming clients.",
+            s.history_lost_sent as f64,
+        );
+        metric(
+            &mut o,
+            "ssecast_accept_errors_total",
+            "counter",
+            "accept() failures (e.g. out of file descriptors).",
+            s.accept_errors as f64,
+        );
+
+        let _ = writeln!(o, "# HELP ssecast_slow_consumers_dropped_total Subscribers closed for not keeping up.\n# TYPE ssecast_slow_consumers_dropped_total counter");
+        let _ = writeln!(
+            o,
+            "ssecast_slow_consumers_dropped_total{{reason=\"behind_history\"}} {}",
+            s.slow_consumers_dropped
+        );
+        let _ = writeln!(
+            o,
+            "ssecast_slow_consumers_dropped_total{{reason=\"write_stalled\"}} {}",
+            s.stalled_consumers_dropped
+        );
+
+        let _ = writeln!(o, "# HELP ssecast_rejected_total Connections and requests refused, by reason.\n# TYPE ssecast_rejected_total counter");
+        for (i, (_, name)) in REJECT_REASONS.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "ssecast_rejected_total{{reason=\"{name}\"}} {}",
+                s.rejected[i]
+            );
+        }
+
+        let _ = writeln!(o, "# HELP ssecast_channel_subscribers Open streams per channel (largest {METRICS_CHANNELS}; the rest as _other).\n# TYPE ssecast_channel_subscribers gauge");
+        let mut chans: Vec<(&str, usize)> = self
+            .hub
+            .iter()
+            .map(|c| (&*c.name, c.subscribers.len()))
+            .collect();
+        chans.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        for (name, n) in chans.iter().take(METRICS_CHANNELS) {
+            let _ = writeln!(
+                o,
+                "ssecast_channel_subscribers{{channel=\"{}\"}} {n}",
+                label_escape(name)
+            );
+        }
+        if chans.len() > METRICS_CHANNELS {
+            let rest: usize = chans[METRICS_CHANNELS..].iter().map(|c| c.1).sum();
+            let _ = writeln!(
+                o,
+                "ssecast_channel_subscribers{{channel=\"_other\"}} {rest}"
+            );
+        }
+
+        let _ = writeln!(o, "# HELP ssecast_publish_duration_seconds Time to handle a publish request.\n# TYPE ssecast_publish_duration_seconds histogram");
+        for (i, le) in PUBLISH_BUCKETS_US.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "ssecast_publish_duration_seconds_bucket{{le=\"{}\"}} {}",
+                *le as f64 / 1e6,
+                s.publish_buckets[i]
+            );
+        }
+        let _ = writeln!(
+            o,
+            "ssecast_publish_duration_seconds_bucket{{le=\"+Inf\"}} {}",
+            s.publish_requests
+        );
+        let _ = writeln!(
+            o,
+            "ssecast_publish_duration_seconds_sum {}",
+            s.publish_us_sum as f64 / 1e6
+        );
+        let _ = writeln!(
+            o,
+            "ssecast_publish_duration_seconds_count {}",
+            s.publish_requests
+        );
+        o
+    }
+}
+
+/// Escapes a Prometheus label value: backslash, double quote, newline.
+pub fn label_escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label_escape(r#"a"b\c"#), r#"a\"b\\c"#);
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let mut s = Stats::default();
+        s.observe_publish(30);
+        s.observe_publish(2000);
+        assert_eq!(s.publish_buckets[0], 0);
+        assert_eq!(s.publish_buckets[2], 1);
+        assert_eq!(s.publish_buckets[PUBLISH_BUCKETS_US.len() - 1], 2);
     }
 }
