@@ -73,10 +73,11 @@ impl Route {
 }
 
 /// One event of a publish request, validated.
-struct Publish<'a> {
-    channel: Cow<'a, str>,
-    event: Option<Cow<'a, str>>,
-    data: Cow<'a, str>,
+#[derive(Debug)]
+pub struct Publish<'a> {
+    pub channel: Cow<'a, str>,
+    pub event: Option<Cow<'a, str>>,
+    pub data: Cow<'a, str>,
 }
 
 impl Server {
@@ -639,8 +640,8 @@ fn content_kind(ct: Option<&str>) -> Option<Kind> {
     }
 }
 
-/// Turns a publish body into validated events.
-fn decode_publish<'a>(req: &Request<'a>, body: &'a [u8]) -> Result<Vec<Publish<'a>>, HttpError> {
+/// Turns a publish body into validated events (no I/O; fuzzed).
+pub fn decode_publish<'a>(req: &Request<'a>, body: &'a [u8]) -> Result<Vec<Publish<'a>>, HttpError> {
     let query_channel = http::query_param(req.query, "channel")?;
     let query_event = http::query_param(req.query, "event")?;
     let default_channel = query_channel.unwrap_or(Cow::Borrowed(DEFAULT_CHANNEL));
