@@ -76,10 +76,13 @@ pub struct Subscriber {
 
 pub enum Phase {
     /// Reading requests (or idle between keep-alive requests).
+    ///
+    /// A request is in progress exactly when `pending` is `Some`. The timer
+    /// is the request deadline (header timeout), or, when `idle` is set, the
+    /// keep-alive idle timeout that started after the last response.
     Request {
         pending: Option<Box<Pending>>,
-        /// Bytes of a request have arrived and it is not complete.
-        in_progress: bool,
+        idle: bool,
     },
     Stream(Subscriber),
     /// Flushing a last response, then a lingering close: shut down the
@@ -116,7 +119,7 @@ impl Conn {
             out_pos: 0,
             phase: Phase::Request {
                 pending: None,
-                in_progress: false,
+                idle: false,
             },
         }
     }

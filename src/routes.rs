@@ -463,8 +463,13 @@ impl Server {
         if counted {
             c.ip = client;
         }
-        c.out = head;
-        c.out_pos = 0;
+        // Responses to requests pipelined before this one go out first.
+        if c.out_pending() == 0 {
+            c.out = head;
+            c.out_pos = 0;
+        } else {
+            c.out.extend_from_slice(&head);
+        }
         c.phase = Phase::Stream(Subscriber {
             channel: ch,
             index,
@@ -641,7 +646,10 @@ fn content_kind(ct: Option<&str>) -> Option<Kind> {
 }
 
 /// Turns a publish body into validated events (no I/O; fuzzed).
-pub fn decode_publish<'a>(req: &Request<'a>, body: &'a [u8]) -> Result<Vec<Publish<'a>>, HttpError> {
+pub fn decode_publish<'a>(
+    req: &Request<'a>,
+    body: &'a [u8],
+) -> Result<Vec<Publish<'a>>, HttpError> {
     let query_channel = http::query_param(req.query, "channel")?;
     let query_event = http::query_param(req.query, "event")?;
     let default_channel = query_channel.unwrap_or(Cow::Borrowed(DEFAULT_CHANNEL));

@@ -391,7 +391,7 @@ impl Server {
                     let in_progress = matches!(
                         c.phase,
                         Phase::Request {
-                            in_progress: true,
+                            pending: Some(_),
                             ..
                         }
                     );
@@ -421,7 +421,6 @@ impl Server {
         let Phase::Request { pending, .. } = &mut c.phase else {
             return;
         };
-        let was_idle = pending.is_none();
         let (mut st, buffered) = match pending.take() {
             Some(mut p) => {
                 p.buf.extend_from_slice(bytes);
@@ -446,25 +445,24 @@ impl Server {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        let Phase::Request {
-            pending,
-            in_progress,
-        } = &mut c.phase
-        else {
+        let Phase::Request { pending, idle } = &mut c.phase else {
             return;
         };
         match rest {
             Some(b) => {
                 st.buf = b;
                 *pending = Some(st);
-                if !*in_progress || (was_idle && consumed > 0) {
+                // A request began after an answered one (or on an idle
+                // keep-alive connection): its deadline starts now. A fresh
+                // connection keeps the deadline set when it was accepted.
+                if *idle || consumed > 0 {
+                    *idle = false;
                     self.wheel.schedule(key, now + header_timeout);
                 }
-                *in_progress = true;
             }
             None => {
-                *in_progress = false;
                 if consumed > 0 {
+                    *idle = true;
                     self.wheel.schedule(key, now + idle_timeout);
                 }
             }
@@ -822,8 +820,8 @@ impl Server {
             return;
         };
         match &mut c.phase {
-            Phase::Request { in_progress, .. } => {
-                if *in_progress {
+            Phase::Request { pending, .. } => {
+                if pending.is_some() {
                     self.stats.reject(Reject::HeaderTimeout);
                     log::debug!("request not complete before the header deadline");
                     let e = HttpError::new(408, "request not complete before the header deadline");
@@ -938,8 +936,8 @@ impl Server {
                     }
                     self.close(key);
                 }
-                Phase::Request { in_progress, .. } => {
-                    if !*in_progress && c.out_pending() == 0 {
+                Phase::Request { pending, .. } => {
+                    if pending.is_none() && c.out_pending() == 0 {
                         self.close(key);
                     } else {
                         c.close_after = true;
