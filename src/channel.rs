@@ -64,6 +64,10 @@ impl Log {
         self.head
     }
 
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
     pub fn tail(&self) -> u64 {
         self.tail
     }
@@ -178,6 +182,8 @@ pub struct Channel {
     pub log: Log,
     pub subscribers: Vec<u32>,
     dirty: bool,
+    /// Log offset from which bytes have not been through a fan-out pass.
+    unsent_from: u64,
 }
 
 /// All channels, by name, and which ones grew this loop turn.
@@ -215,6 +221,7 @@ impl Hub {
             log: Log::new(self.history_bytes, seed),
             subscribers: Vec::new(),
             dirty: false,
+            unsent_from: 0,
         });
         self.by_name.insert(name.into(), i);
         Some(i)
@@ -257,12 +264,29 @@ impl Hub {
         data: &str,
     ) -> Result<u64, PublishError> {
         let c = &mut self.channels[ch as usize];
+        let before = c.log.head();
         let id = c.log.append(event, data)?;
         if !c.dirty {
             c.dirty = true;
+            c.unsent_from = before;
             self.dirty.push(ch);
         }
         Ok(id)
+    }
+
+    /// Whether appending a frame of `len` bytes would evict bytes that have
+    /// not been fanned out yet. The caller then fans this channel out first,
+    /// so only subscribers whose sockets are full can lose their place.
+    pub fn would_evict_unsent(&self, ch: u32, len: usize) -> bool {
+        let c = &self.channels[ch as usize];
+        c.dirty && c.log.head() + len as u64 > c.unsent_from + c.log.capacity() as u64
+    }
+
+    /// Records that a fan-out pass wrote (or tried to write) everything
+    /// published to the channel so far.
+    pub fn mark_sent(&mut self, ch: u32) {
+        let c = &mut self.channels[ch as usize];
+        c.unsent_from = c.log.head();
     }
 
     /// Channels that grew since the last call; their marks are cleared.
@@ -417,6 +441,13 @@ mod tests {
         assert_eq!(d, vec![a]);
         hub.take_dirty(&mut d);
         assert!(d.is_empty());
+        // 15-byte frames in a 1024-byte history: eviction of unsent bytes
+        // is predicted exactly when head + len passes unsent_from + 1024.
+        hub.publish(a, None, "z").unwrap();
+        assert!(!hub.would_evict_unsent(a, 900));
+        assert!(hub.would_evict_unsent(a, 1024 - 15 + 1));
+        hub.mark_sent(a);
+        assert!(!hub.would_evict_unsent(a, 1024));
         assert_eq!(hub.subscribe(b, 7), 0);
         assert_eq!(hub.subscribe(b, 8), 1);
         assert_eq!(hub.subscribe(b, 9), 2);

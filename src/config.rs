@@ -327,6 +327,20 @@ const FLAGS: &[Flag] = &[
         "info",
         "off, error, warn, info, debug, trace",
     ),
+    flag(
+        "access-log",
+        "SSE_ACCESS_LOG",
+        "BOOL",
+        "true",
+        "one info line per request (client, method, path, status, bytes, duration)",
+    ),
+    flag(
+        "ui",
+        "SSE_UI",
+        "BOOL",
+        "true",
+        "serve the built-in page at / (off loopback only with a publish token)",
+    ),
 ];
 
 impl Config {
@@ -678,6 +692,20 @@ mod tests {
         assert!(Cidr::parse("::1").unwrap().contains("::1".parse().unwrap()));
         assert!(Cidr::parse("1.2.3.4/33").is_none());
         assert!(Cidr::parse("nope").is_none());
+    }
+
+    #[test]
+    fn every_field_flag_is_settable() {
+        let c =
+            Config::from_args(["--access-log", "false", "--ui=off", "--cors-credentials"]).unwrap();
+        assert!(!c.access_log && !c.ui && c.cors.credentials);
+        let c =
+            Config::from_env_and_args(Vec::<String>::new(), env_of(&[("SSE_UI", "no")])).unwrap();
+        assert!(!c.ui);
+        assert!(matches!(
+            Config::from_args(["--check-config"]),
+            Err(ConfigError::CheckConfig(_))
+        ));
     }
 
     #[test]

@@ -566,7 +566,7 @@ impl Server {
             let Some(ch) = self.hub.channel(&ev.channel, seed) else {
                 continue; // cannot happen: checked above
             };
-            match self.hub.publish(ch, ev.event.as_deref(), &ev.data) {
+            match self.publish_event(ch, ev.event.as_deref(), &ev.data) {
                 Ok(id) => {
                     self.stats.events_published += 1;
                     let subscribers = self.hub.get(ch).subscribers.len();

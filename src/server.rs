@@ -28,6 +28,9 @@ const SIGNALS: Token = Token(usize::MAX - 3);
 /// wheel's turn (1024 slots) above 100 s.
 const TICK: Duration = Duration::from_millis(100);
 const READ_BUF: usize = 64 * 1024;
+/// Reads from one connection per loop turn before others get a go; the
+/// rest is read next turn (the loop then polls without sleeping).
+const READS_PER_TURN: u32 = 8;
 /// Stop reading pipelined requests while this much output is unsent.
 const MAX_OUT_BACKLOG: usize = 1 << 20;
 /// How long a lingering close waits for the peer to close.
@@ -78,6 +81,8 @@ pub struct Server {
     dirty: Vec<u32>,
     expired: Vec<usize>,
     dropped_slow: Vec<(usize, &'static str)>,
+    /// Connections that still had input when their read budget ran out.
+    ready: Vec<usize>,
     /// Status and body length of the last response written (access log).
     pub(crate) last_response: (u16, usize),
     /// The `$status` channel and when to publish to it next.
@@ -135,6 +140,7 @@ impl Server {
             dirty: Vec::new(),
             expired: Vec::new(),
             dropped_slow: Vec::new(),
+            ready: Vec::new(),
             last_response: (0, 0),
             status_channel: None,
             status_next: None,
@@ -181,6 +187,10 @@ impl Server {
                 return Err(e);
             }
             self.now = Instant::now();
+            let ready = std::mem::take(&mut self.ready);
+            for &key in &ready {
+                self.drive(key);
+            }
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
@@ -220,6 +230,9 @@ impl Server {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
+        if !self.ready.is_empty() {
+            return Some(Duration::ZERO);
+        }
         let mut wake = self.wheel.next_wake();
         for t in [self.draining, self.accept_paused, self.status_next]
             .into_iter()
@@ -363,6 +376,7 @@ impl Server {
     /// Returns true when the connection changed phase and must be driven
     /// again.
     fn drive_request(&mut self, key: usize) -> bool {
+        let mut reads = 0;
         loop {
             if !self.flush_out(key) {
                 return false;
@@ -380,6 +394,12 @@ impl Server {
             if !c.readable || c.close_after || c.out_pending() > MAX_OUT_BACKLOG {
                 return false;
             }
+            if reads == READS_PER_TURN {
+                // Fairness: let the fan-out pass and other clients run.
+                self.ready.push(key);
+                return false;
+            }
+            reads += 1;
             let mut scratch = std::mem::take(&mut self.scratch);
             let r = conn::read(&mut c.stream, &mut scratch);
             match r {
@@ -762,16 +782,43 @@ impl Server {
         let mut dirty = std::mem::take(&mut self.dirty);
         self.hub.take_dirty(&mut dirty);
         for &ch in &dirty {
-            let mut i = 0;
-            while let Some(&key) = self.hub.get(ch).subscribers.get(i) {
-                self.write_stream(key as usize);
-                // A dropped subscriber's place is taken by the last one.
-                if self.hub.get(ch).subscribers.get(i) == Some(&key) {
-                    i += 1;
-                }
-            }
+            self.fan_out_channel(ch);
         }
         self.dirty = dirty;
+        self.log_dropped();
+    }
+
+    /// Writes to every subscriber of one channel.
+    pub(crate) fn fan_out_channel(&mut self, ch: u32) {
+        let mut i = 0;
+        while let Some(&key) = self.hub.get(ch).subscribers.get(i) {
+            self.write_stream(key as usize);
+            // A dropped subscriber's place is taken by the last one.
+            if self.hub.get(ch).subscribers.get(i) == Some(&key) {
+                i += 1;
+            }
+        }
+        self.hub.mark_sent(ch);
+    }
+
+    /// Appends an event; when that would evict bytes not yet fanned out
+    /// (more than a history's worth published in one loop turn), the
+    /// channel is fanned out first, so a subscriber that keeps its socket
+    /// drained never loses its place.
+    pub(crate) fn publish_event(
+        &mut self,
+        ch: u32,
+        event: Option<&str>,
+        data: &str,
+    ) -> Result<u64, crate::channel::PublishError> {
+        let len = sse::encoded_len(self.hub.get(ch).log.last_id() + 1, event, data);
+        if self.hub.would_evict_unsent(ch, len) {
+            self.fan_out_channel(ch);
+        }
+        self.hub.publish(ch, event, data)
+    }
+
+    fn log_dropped(&mut self) {
         if !self.dropped_slow.is_empty() {
             let (_, why) = self.dropped_slow[0];
             log::warn!(
@@ -796,7 +843,7 @@ impl Server {
             return;
         }
         let doc = self.snapshot().status_json().to_string();
-        if self.hub.publish(ch, Some("status"), &doc).is_err() {
+        if self.publish_event(ch, Some("status"), &doc).is_err() {
             log::warn!("status document larger than the channel history; not published");
         }
         self.status_next = Some(self.now + Duration::from_secs(1));
@@ -869,14 +916,7 @@ impl Server {
                 }
             }
         }
-        if !self.dropped_slow.is_empty() {
-            log::warn!(
-                "dropped {} slow subscriber(s): {}; they can resume with Last-Event-ID",
-                self.dropped_slow.len(),
-                self.dropped_slow[0].1
-            );
-            self.dropped_slow.clear();
-        }
+        self.log_dropped();
     }
 
     // ---- closing and shutdown ----------------------------------------------
