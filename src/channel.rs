@@ -142,8 +142,14 @@ impl Log {
     /// The bytes from `cursor` to the head, as at most two slices.
     /// `cursor` must satisfy `tail <= cursor <= head`.
     pub fn slices(&self, cursor: u64) -> (&[u8], &[u8]) {
-        debug_assert!(self.tail <= cursor && cursor <= self.head);
-        let n = (self.head - cursor) as usize;
+        self.slices_to(cursor, self.head)
+    }
+
+    /// The bytes from `cursor` to `end`, as at most two slices.
+    /// Requires `tail <= cursor <= end <= head`.
+    pub fn slices_to(&self, cursor: u64, end: u64) -> (&[u8], &[u8]) {
+        debug_assert!(self.tail <= cursor && cursor <= end && end <= self.head);
+        let n = (end - cursor) as usize;
         if n == 0 {
             return (&[], &[]);
         }

@@ -211,8 +211,8 @@ const FLAGS: &[Flag] = &[
         "max-connections",
         "SSE_MAX_CONNECTIONS",
         "N",
-        "open-file limit - 64",
-        "all connections; over it new ones get 503 with Retry-After",
+        "open-file limit - 320",
+        "concurrent streams; over it 503 with Retry-After (256 more connections stay open for publishes and health checks)",
     ),
     flag(
         "max-connections-per-ip",

@@ -68,10 +68,31 @@ pub struct Subscriber {
     pub last_write_ms: u64,
     /// When the socket stopped draining (ms since start), or `u64::MAX`.
     pub stalled_since_ms: u64,
-    /// Bytes of `sse::HEARTBEAT` still to send.
+    /// Bytes of the heartbeat still to send.
     pub heartbeat_left: u8,
     /// The client address counted against the per-IP limit.
     pub counted: bool,
+    /// HTTP/1.1 streams are chunked; HTTP/1.0 ones are close-delimited.
+    pub chunked: bool,
+    /// Bytes of the open chunk's size line already sent.
+    pub chunk_head_sent: u8,
+    /// Bytes of the open chunk's closing CRLF already sent.
+    pub chunk_tail_sent: u8,
+    /// Data length of the open chunk; 0 when no chunk is open.
+    pub chunk_len: u32,
+    /// Log offset where the open chunk's data ends.
+    pub chunk_end: u64,
+}
+
+impl Subscriber {
+    /// The heartbeat as this stream frames it.
+    pub fn heartbeat(&self) -> &'static [u8] {
+        if self.chunked {
+            crate::sse::HEARTBEAT_CHUNK
+        } else {
+            crate::sse::HEARTBEAT
+        }
+    }
 }
 
 pub enum Phase {

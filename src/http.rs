@@ -40,6 +40,8 @@ pub struct Request<'a> {
     pub path: &'a str,
     pub query: &'a str,
     pub keep_alive: bool,
+    /// The request said HTTP/1.0 (no chunked responses).
+    pub http10: bool,
     pub last_event_id: Option<&'a str>,
     pub origin: Option<&'a str>,
     pub authorization: Option<&'a str>,
@@ -101,6 +103,7 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Request<'_>, us
         path,
         query,
         keep_alive: minor == 1,
+        http10: minor == 0,
         ..Request::default()
     };
     let mut host = 0;
@@ -187,7 +190,13 @@ fn origin_form(target: &str) -> Result<&str, HttpError> {
         return Ok(target);
     }
     for scheme in ["http://", "https://"] {
-        if target.len() > scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme) {
+        // Compare bytes: the target may hold multi-byte characters, and
+        // slicing a str inside one would panic.
+        let bytes = target.as_bytes();
+        if bytes.len() > scheme.len()
+            && bytes[..scheme.len()].eq_ignore_ascii_case(scheme.as_bytes())
+        {
+            // The scheme is ASCII, so this is a character boundary.
             let rest = &target[scheme.len()..];
             return Ok(match rest.find(['/', '?']) {
                 Some(i) if rest[i..].starts_with('/') => &rest[i..],
@@ -533,6 +542,18 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((req.path, req.query), ("/health", "x=1"));
+    }
+
+    #[test]
+    fn multibyte_targets_do_not_panic() {
+        for t in [
+            "GET é/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET httpé://x/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET http:/é HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET htt\u{e9}ps://x HTTP/1.1\r\nHost: x\r\n\r\n",
+        ] {
+            let _ = head(t);
+        }
     }
 
     #[test]

@@ -209,6 +209,7 @@ impl Server {
             cfg: &self.cfg,
             connections: self.conns.len(),
             max_connections: self.max_connections,
+            accept_cap: self.accept_cap,
             uptime_secs: (self.now - self.started).as_secs_f64(),
             draining: self.draining.is_some(),
         }
@@ -376,6 +377,13 @@ impl Server {
             let e = HttpError::new(503, "shutting down");
             return Err((e, Some(Reject::ShuttingDown), &["Retry-After: 1"]));
         }
+        if self.streams >= self.max_connections {
+            let e = HttpError::new(
+                503,
+                "connection limit reached (--max-connections); retry later",
+            );
+            return Err((e, Some(Reject::ConnectionLimit), &["Retry-After: 1"]));
+        }
         let channel = match fixed {
             Some(name) => Cow::Borrowed(name),
             None => match http::query_param(req.query, "channel").map_err(bad)? {
@@ -409,7 +417,9 @@ impl Server {
             return Err((e, Some(Reject::ChannelLimit), &["Retry-After: 5"]));
         };
 
-        // The response head, retry, and a history-lost notice if needed.
+        // The response head; then the start of the body: `retry:`, and a
+        // history-lost notice if needed (one chunk when chunked).
+        let chunked = !req.http10;
         let mut head = Vec::with_capacity(256);
         let cors = self.cors_headers(req.origin);
         let date = self.http_date().to_string();
@@ -417,7 +427,12 @@ impl Server {
             head,
             "HTTP/1.1 200 OK\r\nServer: ssecast\r\nDate: {date}\r\n\
              Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
-             X-Accel-Buffering: no\r\nConnection: close\r\n"
+             X-Accel-Buffering: no\r\n{}Connection: close\r\n",
+            if chunked {
+                "Transfer-Encoding: chunked\r\n"
+            } else {
+                ""
+            }
         );
         for h in &cors {
             head.extend_from_slice(h.as_bytes());
@@ -425,9 +440,10 @@ impl Server {
         }
         head.extend_from_slice(b"\r\n");
         self.last_response = (200, 0);
+        let mut body = Vec::new();
         if self.cfg.retry_ms > 0 {
             let jitter = self.random() % (self.cfg.retry_ms / 2 + 1);
-            sse::encode_retry(&mut head, self.cfg.retry_ms + jitter);
+            sse::encode_retry(&mut body, self.cfg.retry_ms + jitter);
         }
         let log = &self.hub.get(ch).log;
         let cursor = match last_id.as_deref().map(|s| s.trim().parse::<u64>()) {
@@ -445,13 +461,23 @@ impl Server {
                     "first_available_id": log.first_available_id(),
                 })
                 .to_string();
-                sse::encode_event(&mut head, log.last_id(), Some(HISTORY_LOST), &data);
+                sse::encode_event(&mut body, log.last_id(), Some(HISTORY_LOST), &data);
                 self.stats.history_lost_sent += 1;
                 log.head()
             }
         };
+        if !body.is_empty() {
+            if chunked {
+                let _ = write!(head, "{:x}\r\n", body.len());
+                head.extend_from_slice(&body);
+                head.extend_from_slice(b"\r\n");
+            } else {
+                head.extend_from_slice(&body);
+            }
+        }
 
         let index = self.hub.subscribe(ch, key as u32);
+        self.streams += 1;
         let counted = limit > 0;
         if counted {
             *self.per_ip.entry(client).or_insert(0) += 1;
@@ -478,6 +504,11 @@ impl Server {
             stalled_since_ms: u64::MAX,
             heartbeat_left: 0,
             counted,
+            chunked,
+            chunk_head_sent: 0,
+            chunk_tail_sent: 0,
+            chunk_len: 0,
+            chunk_end: cursor,
         });
         let hb = self.cfg.heartbeat_interval;
         if hb.is_zero() {

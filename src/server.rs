@@ -31,14 +31,19 @@ const READ_BUF: usize = 64 * 1024;
 /// Reads from one connection per loop turn before others get a go; the
 /// rest is read next turn (the loop then polls without sleeping).
 const READS_PER_TURN: u32 = 8;
+/// Largest chunk of a chunked stream (the size line has room for it).
+const MAX_CHUNK: u64 = 1 << 30;
 /// Stop reading pipelined requests while this much output is unsent.
 const MAX_OUT_BACKLOG: usize = 1 << 20;
 /// How long a lingering close waits for the peer to close.
 const LINGER: Duration = Duration::from_secs(2);
-/// Connections kept above the limit only to answer 503 and close.
+/// Connections kept above the connection cap only to answer 503 and close.
 const REJECT_RESERVE: usize = 32;
-/// File descriptors left free below the open-file limit.
-const FD_RESERVE: usize = 64;
+/// File descriptors never used for clients (listener, epoll, stdio, ...).
+const FD_RESERVE: usize = 32;
+/// Connections allowed beyond the stream limit, so that a hub full of
+/// subscribers still takes publishes, health checks and status requests.
+const PLAIN_HEADROOM: usize = 256;
 /// Retry `accept` this soon after running out of file descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
@@ -71,7 +76,12 @@ pub struct Server {
     pub(crate) now: Instant,
     pub(crate) started: Instant,
     date: (u64, String),
+    /// Concurrent streams allowed (`--max-connections`).
     pub(crate) max_connections: usize,
+    /// Connections accepted before new ones get 503 at once.
+    pub(crate) accept_cap: usize,
+    /// Open streams.
+    pub(crate) streams: usize,
     accept_paused: Option<Instant>,
     pub(crate) draining: Option<Instant>,
     shutdown_flag: Arc<AtomicBool>,
@@ -95,13 +105,20 @@ impl Server {
     /// (they are served once `run` is called).
     pub fn new(cfg: Config) -> io::Result<Server> {
         let fd_limit = raise_fd_limit();
+        // Descriptors: FD_RESERVE for ourselves, REJECT_RESERVE for 503s,
+        // PLAIN_HEADROOM for requests that are not streams, the rest streams.
+        let fd_cap = (fd_limit as usize)
+            .saturating_sub(FD_RESERVE + REJECT_RESERVE)
+            .max(16);
         let max_connections = if cfg.max_connections > 0 {
             cfg.max_connections
         } else {
-            (fd_limit as usize).saturating_sub(FD_RESERVE).max(16)
+            fd_cap.saturating_sub(PLAIN_HEADROOM).max(16)
         };
+        let accept_cap = (max_connections + PLAIN_HEADROOM).min(fd_cap);
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(cfg.bind)?;
+        raise_backlog(&listener);
         let local_addr = listener.local_addr()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -110,7 +127,7 @@ impl Server {
         // Reserve the slab and timer nodes up front: pages are touched only
         // as connections arrive, so memory grows linearly with subscribers
         // instead of doubling.
-        let reserve = (max_connections + REJECT_RESERVE).min(1 << 20);
+        let reserve = (accept_cap + REJECT_RESERVE).min(1 << 20);
         let mut wheel = Wheel::new(now, TICK);
         wheel.reserve(reserve);
         let seed = SystemTime::now()
@@ -131,6 +148,8 @@ impl Server {
             started: now,
             date: (u64::MAX, String::new()),
             max_connections,
+            accept_cap,
+            streams: 0,
             accept_paused: None,
             draining: None,
             shutdown_flag: Arc::new(AtomicBool::new(false)),
@@ -310,8 +329,8 @@ impl Server {
     }
 
     fn admit(&mut self, mut stream: TcpStream, addr: SocketAddr) {
-        let over = self.conns.len() >= self.max_connections;
-        if over && self.conns.len() >= self.max_connections + REJECT_RESERVE {
+        let over = self.conns.len() >= self.accept_cap;
+        if over && self.conns.len() >= self.accept_cap + REJECT_RESERVE {
             self.stats.reject(Reject::ConnectionLimit);
             return; // dropped: closes at once
         }
@@ -682,7 +701,9 @@ impl Server {
 
     /// Writes a subscriber's pending bytes: its response head (if any), the
     /// rest of a heartbeat, then `log[cursor..head]`, in as few writes as the
-    /// kernel allows.
+    /// kernel allows. A chunked stream frames the log bytes as one chunk per
+    /// batch: its size line and closing CRLF are two more slices of the same
+    /// `writev`, so the log is still sent without a copy.
     pub(crate) fn write_stream(&mut self, key: usize) {
         let now_ms = self.now_ms();
         let Some(c) = self.conns.get_mut(key) else {
@@ -709,17 +730,54 @@ impl Server {
         }
         let mut wrote = false;
         while *writable {
-            let hb = &sse::HEARTBEAT[sse::HEARTBEAT.len() - sub.heartbeat_left as usize..];
-            let (a, b) = log.slices(sub.cursor);
+            if sub.chunked && sub.chunk_len == 0 && sub.cursor < log.head() {
+                let len = (log.head() - sub.cursor).min(MAX_CHUNK);
+                sub.chunk_len = len as u32;
+                sub.chunk_end = sub.cursor + len;
+                sub.chunk_head_sent = 0;
+                sub.chunk_tail_sent = 0;
+            }
+            let open = sub.chunk_len > 0;
+            let mut size_line = [0u8; 12];
+            let size_len = if open {
+                chunk_size_line(sub.chunk_len, &mut size_line)
+            } else {
+                0
+            };
+            let hb_all = sub.heartbeat();
+            let hb = &hb_all[hb_all.len() - sub.heartbeat_left as usize..];
+            let head: &[u8] = if open {
+                &size_line[sub.chunk_head_sent as usize..size_len]
+            } else {
+                &[]
+            };
+            let end = match (sub.chunked, open) {
+                (false, _) => log.head(),
+                (true, true) => sub.chunk_end,
+                (true, false) => sub.cursor,
+            };
+            let (a, b) = log.slices_to(sub.cursor, end);
+            let tail: &[u8] = if open {
+                &b"\r\n"[sub.chunk_tail_sent as usize..]
+            } else {
+                &[]
+            };
             let pending_out = &out[*out_pos..];
-            if pending_out.is_empty() && hb.is_empty() && a.is_empty() {
+            if pending_out.is_empty()
+                && hb.is_empty()
+                && head.is_empty()
+                && a.is_empty()
+                && tail.is_empty()
+            {
                 break;
             }
             let iov = [
                 IoSlice::new(pending_out),
                 IoSlice::new(hb),
+                IoSlice::new(head),
                 IoSlice::new(a),
                 IoSlice::new(b),
+                IoSlice::new(tail),
             ];
             match conn::write_vectored(stream, &iov) {
                 Io::Done(mut n) => {
@@ -730,10 +788,23 @@ impl Server {
                     let h = n.min(hb.len());
                     n -= h;
                     sub.heartbeat_left -= h as u8;
-                    if n > 0 {
+                    let sl = n.min(head.len());
+                    n -= sl;
+                    sub.chunk_head_sent += sl as u8;
+                    let d = n.min(a.len() + b.len());
+                    n -= d;
+                    if d > 0 {
                         let before = log.complete_before(sub.cursor);
-                        sub.cursor += n as u64;
+                        sub.cursor += d as u64;
                         self.stats.deliveries += log.complete_before(sub.cursor) - before;
+                    }
+                    if open {
+                        sub.chunk_tail_sent += n as u8;
+                        if sub.chunk_tail_sent == 2 {
+                            sub.chunk_len = 0;
+                            sub.chunk_head_sent = 0;
+                            sub.chunk_tail_sent = 0;
+                        }
                     }
                     if o > 0 {
                         *out_pos += o;
@@ -751,7 +822,10 @@ impl Server {
                 }
             }
         }
-        let pending = *out_pos < out.len() || sub.heartbeat_left > 0 || sub.cursor < log.head();
+        let pending = *out_pos < out.len()
+            || sub.heartbeat_left > 0
+            || sub.chunk_len > 0
+            || sub.cursor < log.head();
         if wrote {
             sub.last_write_ms = now_ms;
         }
@@ -901,8 +975,11 @@ impl Server {
                     return;
                 }
                 let due = sub.last_write_ms + hb_ms;
-                if now_ms + TICK.as_millis() as u64 / 2 >= due && sub.heartbeat_left == 0 {
-                    sub.heartbeat_left = sse::HEARTBEAT.len() as u8;
+                if now_ms + TICK.as_millis() as u64 / 2 >= due
+                    && sub.heartbeat_left == 0
+                    && sub.chunk_len == 0
+                {
+                    sub.heartbeat_left = sub.heartbeat().len() as u8;
                     self.stats.heartbeats += 1;
                     self.write_stream(key);
                     if let Some(Phase::Stream(sub)) = self.conns.get(key).map(|c| &c.phase) {
@@ -930,6 +1007,7 @@ impl Server {
         let c = self.conns.remove(key);
         self.wheel.cancel(key);
         if let Phase::Stream(sub) = &c.phase {
+            self.streams -= 1;
             if let Some(moved) = self.hub.unsubscribe(sub.channel, sub.index) {
                 if let Some(Phase::Stream(m)) =
                     self.conns.get_mut(moved as usize).map(|c| &mut c.phase)
@@ -969,9 +1047,20 @@ impl Server {
             };
             match &c.phase {
                 Phase::Stream(_) => {
-                    // Last chance to send what is pending, then a clean close.
+                    // Last chance to send what is pending, then a clean end:
+                    // the last chunk (when everything else went out) and FIN.
                     self.write_stream(key);
                     if let Some(c) = self.conns.get_mut(key) {
+                        let done = c.out_pending() == 0
+                            && c.subscriber().is_some_and(|s| {
+                                s.chunked && s.chunk_len == 0 && s.heartbeat_left == 0
+                            });
+                        if done {
+                            let _ = conn::write_vectored(
+                                &mut c.stream,
+                                &[IoSlice::new(sse::LAST_CHUNK)],
+                            );
+                        }
                         let _ = c.stream.shutdown(Shutdown::Write);
                     }
                     self.close(key);
@@ -987,6 +1076,33 @@ impl Server {
             }
         }
     }
+}
+
+/// mio listens with a backlog of 128; a reconnect storm after a restart
+/// needs more. Calling `listen` again on a listening socket only changes the
+/// backlog; the kernel caps it at `net.core.somaxconn`.
+fn raise_backlog(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen() on a socket we own, with no pointers involved.
+    let rc = unsafe { libc::listen(listener.as_raw_fd(), 65535) };
+    if rc != 0 {
+        log::warn!(
+            "could not raise the listen backlog: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+/// Writes `"{len:x}\r\n"` into `buf`; returns its length.
+fn chunk_size_line(len: u32, buf: &mut [u8; 12]) -> usize {
+    let digits = (32 - len.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (i, b) in buf.iter_mut().take(digits).enumerate() {
+        let nibble = (len >> (4 * (digits - 1 - i))) & 0xf;
+        *b = b"0123456789abcdef"[nibble as usize];
+    }
+    buf[digits] = b'\r';
+    buf[digits + 1] = b'\n';
+    digits + 2
 }
 
 /// Raises the soft open-file limit to the hard one; returns the limit.
@@ -1011,4 +1127,23 @@ fn raise_fd_limit() -> u64 {
         }
     }
     lim.rlim_cur
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunk_size_line;
+
+    #[test]
+    fn chunk_size_lines_are_lowercase_hex() {
+        let mut b = [0u8; 12];
+        for (len, want) in [
+            (1u32, "1\r\n"),
+            (15, "f\r\n"),
+            (16, "10\r\n"),
+            (0x3fff_ffff, "3fffffff\r\n"),
+        ] {
+            let n = chunk_size_line(len, &mut b);
+            assert_eq!(&b[..n], want.as_bytes());
+        }
+    }
 }

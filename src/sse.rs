@@ -6,6 +6,12 @@ use std::io::Write;
 /// The heartbeat: a comment line and the blank line that ends it.
 pub const HEARTBEAT: &[u8] = b":\n\n";
 
+/// The heartbeat as one chunk of a chunked response body.
+pub const HEARTBEAT_CHUNK: &[u8] = b"3\r\n:\n\n\r\n";
+
+/// The last chunk of a chunked body: a clean end of the stream.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
 /// Longest event name or channel name, in bytes.
 pub const MAX_NAME_BYTES: usize = 128;
 

@@ -94,6 +94,7 @@ pub struct Snapshot<'a> {
     pub cfg: &'a Config,
     pub connections: usize,
     pub max_connections: usize,
+    pub accept_cap: usize,
     pub uptime_secs: f64,
     pub draining: bool,
 }
@@ -133,6 +134,7 @@ impl Snapshot<'_> {
             "history_memory_bytes": self.hub.memory(),
             "limits": {
                 "max_connections": self.max_connections,
+                "max_open_connections": self.accept_cap,
                 "max_connections_per_ip": self.cfg.max_connections_per_ip,
                 "max_channels": self.cfg.max_channels,
                 "history_bytes": self.cfg.history_bytes,

@@ -30,25 +30,28 @@ fn max_connections_answers_503_with_retry_after() {
     let s1 = subscribe(srv.addr, "/events");
     let _s2 = subscribe(srv.addr, "/events");
 
-    for path in ["/health", "/events"] {
+    for path in ["/events", "/sse"] {
         let mut c = connect(srv.addr);
         c.send_request("GET", path, &[], b"");
         let r = c.read_response();
-        assert_eq!(r.status, 503, "third connection ({path}): {:?}", r.text());
+        assert_eq!(r.status, 503, "third stream ({path}): {:?}", r.text());
         assert_retry_after(&r);
         r.assert_json_error();
     }
+    // A full hub still answers health checks and takes publishes.
+    let h = get(srv.addr, "/health");
+    assert_eq!(h.status, 200, "{:?}", h.text());
+    assert_eq!(json_u64(&h.json(), "sse_connections"), 2);
+    publish(srv.addr, "default", "still publishing");
 
     // A slot frees up when a stream leaves.
     s1.close();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let r = get(srv.addr, "/health");
-        if r.status == 200 {
-            assert_eq!(json_u64(&r.json(), "sse_connections"), 1);
-            break;
+        match try_subscribe(srv.addr, "/events", &[]) {
+            Ok(_s3) => break,
+            Err(r) => assert_eq!(r.status, 503, "{:?}", r.text()),
         }
-        assert_eq!(r.status, 503);
         assert!(Instant::now() < deadline, "slot never freed");
         thread::sleep(Duration::from_millis(20));
     }
