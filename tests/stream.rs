@@ -211,3 +211,34 @@ fn heartbeat_zero_means_off() {
     let id = publish(srv.addr, "default", "x");
     assert_eq!(s.next_event_strict().id_u64(), id);
 }
+
+/// HTTP/1.1 streams are chunked, one chunk per batch, framed exactly;
+/// HTTP/1.0 streams are close-delimited (no chunked encoding allowed).
+#[test]
+fn http11_streams_are_chunked_and_http10_streams_close_delimited() {
+    use std::io::{Read, Write};
+    let srv = TestServer::start(&["--retry-ms", "0", "--heartbeat-interval", "0"]);
+    for (version, chunked) in [("1.1", true), ("1.0", false)] {
+        let mut s = std::net::TcpStream::connect(srv.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(s, "GET /events?channel=frame{version} HTTP/{version}\r\nHost: x\r\n\r\n").unwrap();
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut byte).unwrap(), 1, "EOF inside the head");
+            buf.push(byte[0]);
+        }
+        let head = String::from_utf8(buf).unwrap().to_ascii_lowercase();
+        assert_eq!(head.contains("transfer-encoding: chunked"), chunked, "{head}");
+        let id = publish(srv.addr, &format!("frame{version}"), "x");
+        let frame = format!("id: {id}\ndata: x\n\n");
+        let want = if chunked {
+            format!("{:x}\r\n{frame}\r\n", frame.len())
+        } else {
+            frame
+        };
+        let mut got = vec![0u8; want.len()];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(String::from_utf8_lossy(&got), want);
+    }
+}
