@@ -1,0 +1,367 @@
+//! Command-line flags. Hand-parsed: `--flag value`, repeatable headers.
+
+use std::net::{Ipv4Addr, SocketAddrV4, ToSocketAddrs};
+use std::time::Duration;
+
+pub const USAGE: &str = "\
+sse-load — black-box load client for Server-Sent Events servers
+
+USAGE:
+  sse-load run       [FLAGS]   connect subscribers, publish events, measure
+  sse-load idle      [FLAGS]   connect subscribers, hold them with no publishes
+  sse-load raw-write [FLAGS]   this machine's one-write-per-delivery baseline
+  sse-load table NAME=FILE...  markdown table of compare.sh result files
+  sse-load help
+
+Target (run, idle):
+  --server HOST:PORT        server address (default 127.0.0.1:5001)
+  --preset NAME             ssecast | nchan | axum: fills the paths,
+                            body template and headers below (default ssecast)
+  --channel NAME            channel used by the preset (default bench)
+  --sub-path PATH           subscribe request target
+  --sub-header 'N: V'       extra subscribe header (repeatable)
+  --pub-path PATH           publish request target
+  --pub-header 'N: V'       extra publish header (repeatable)
+  --pub-content-type TYPE   publish Content-Type
+  --pub-body TEMPLATE       publish body; {{data}} becomes {\"seq\":N,\"t\":NS,\"a\":A}
+  --batch-open S / --batch-sep S / --batch-close S
+                            how --batch K bodies are joined (default [ , ])
+  --server-pid PID[,PID]    server process(es) to read memory and CPU from
+
+Load:
+  --subscribers N           subscribers to open (default 1)
+  --per-worker N            most subscribers per worker process (default 18000)
+  --sources K               bind source addresses 127.0.0.2 .. 127.0.0.(K+1)
+                            round-robin; 0 = kernel's choice (default 8)
+  --connect-concurrency C   handshakes in flight per worker (default 64)
+  --connect-timeout S       per subscriber, until its response headers (10)
+  --max-failures N          subscribers allowed to fail before exit 3 (0)
+  --settle S                wait after connecting before memory read (1)
+  --hold S                  idle: hold subscribers this long (idle: 20)
+  --events M                events to publish (default 0)
+  --rate R                  events per second; 0 = as fast as acknowledged
+  --publishers P            keep-alive publisher connections (default 1)
+  --batch K                 events per publish request (default 1)
+  --drain-timeout S         wait for stragglers after the last ack (3)
+  --duration S              hard cap on the whole run (default 120)
+  --label TEXT              copied into the JSON
+
+Raw write (raw-write):
+  --sockets N               loopback TCP pairs (default 10000)
+  --seconds S               how long to loop writes (default 3)
+  --frame-bytes B           bytes per write (default 100)
+  --writer-cpu C / --reader-cpu C   pin the writer / reader process
+  --sources K               as above, for the reader's sockets
+
+Output: one JSON object on stdout, one summary line on stderr.
+Exit: 0 ok, 2 bad flags, 3 setup failed (server unreachable, subscribers
+failed beyond --max-failures, no event acknowledged).
+";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    Run,
+    Idle,
+    RawWrite,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub mode: Mode,
+    pub server: SocketAddrV4,
+    pub host_header: String,
+    pub preset: String,
+    pub sub_path: String,
+    pub sub_headers: Vec<String>,
+    pub pub_path: String,
+    pub pub_headers: Vec<String>,
+    pub pub_content_type: String,
+    pub pub_body: String,
+    pub batch_open: String,
+    pub batch_sep: String,
+    pub batch_close: String,
+    pub server_pids: Vec<u32>,
+    pub subscribers: usize,
+    pub per_worker: usize,
+    pub sources: usize,
+    pub connect_concurrency: usize,
+    pub connect_timeout: Duration,
+    pub max_failures: usize,
+    pub settle: Duration,
+    pub hold: Duration,
+    pub events: u64,
+    pub rate: f64,
+    pub publishers: usize,
+    pub batch: usize,
+    pub drain_timeout: Duration,
+    pub duration: Duration,
+    pub label: String,
+    pub sockets: usize,
+    pub seconds: Duration,
+    pub frame_bytes: usize,
+    pub writer_cpu: Option<usize>,
+    pub reader_cpu: Option<usize>,
+}
+
+struct Preset {
+    sub_path: String,
+    sub_headers: Vec<String>,
+    pub_path: String,
+    pub_content_type: String,
+    pub_body: String,
+}
+
+fn preset(name: &str, channel: &str) -> Result<Preset, String> {
+    let p = match name {
+        "ssecast" => Preset {
+            sub_path: format!("/events?channel={channel}"),
+            sub_headers: vec![],
+            pub_path: "/events/broadcast".into(),
+            pub_content_type: "application/json".into(),
+            pub_body: format!("{{\"channel\":\"{channel}\",\"data\":{{{{data}}}}}}"),
+        },
+        "axum" => Preset {
+            sub_path: "/events".into(),
+            sub_headers: vec![],
+            pub_path: "/events/broadcast".into(),
+            pub_content_type: "application/json".into(),
+            pub_body: "{\"data\":{{data}}}".into(),
+        },
+        "nchan" => Preset {
+            sub_path: format!("/events?id={channel}"),
+            sub_headers: vec![],
+            pub_path: format!("/pub?id={channel}"),
+            pub_content_type: "text/plain".into(),
+            pub_body: "{{data}}".into(),
+        },
+        other => return Err(format!("unknown preset {other:?}")),
+    };
+    Ok(p)
+}
+
+fn secs(v: &str, flag: &str) -> Result<Duration, String> {
+    let f: f64 = v
+        .parse()
+        .map_err(|_| format!("{flag}: not a number of seconds: {v:?}"))?;
+    if !(0.0..=86400.0).contains(&f) {
+        return Err(format!("{flag}: out of range: {v}"));
+    }
+    Ok(Duration::from_secs_f64(f))
+}
+
+fn num<T: std::str::FromStr>(v: &str, flag: &str) -> Result<T, String> {
+    v.parse()
+        .map_err(|_| format!("{flag}: not a number: {v:?}"))
+}
+
+fn resolve(v: &str) -> Result<SocketAddrV4, String> {
+    let addrs = v
+        .to_socket_addrs()
+        .map_err(|e| format!("--server {v}: {e}"))?;
+    for a in addrs {
+        if let std::net::SocketAddr::V4(a4) = a {
+            return Ok(a4);
+        }
+    }
+    Err(format!("--server {v}: no IPv4 address"))
+}
+
+impl Config {
+    /// Parses `args` (without the program name and mode word).
+    pub fn parse(mode: Mode, args: &[String]) -> Result<Config, String> {
+        let mut server = "127.0.0.1:5001".to_string();
+        let mut preset_name = "ssecast".to_string();
+        let mut channel = "bench".to_string();
+        let mut sub_path = None;
+        let mut pub_path = None;
+        let mut pub_ct = None;
+        let mut pub_body = None;
+        let mut sub_headers = Vec::new();
+        let mut pub_headers = Vec::new();
+        let mut cfg = Config {
+            mode,
+            server: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5001),
+            host_header: String::new(),
+            preset: String::new(),
+            sub_path: String::new(),
+            sub_headers: vec![],
+            pub_path: String::new(),
+            pub_headers: vec![],
+            pub_content_type: String::new(),
+            pub_body: String::new(),
+            batch_open: "[".into(),
+            batch_sep: ",".into(),
+            batch_close: "]".into(),
+            server_pids: vec![],
+            subscribers: 1,
+            per_worker: 18_000,
+            sources: 8,
+            connect_concurrency: 64,
+            connect_timeout: Duration::from_secs(10),
+            max_failures: 0,
+            settle: Duration::from_secs(1),
+            hold: if mode == Mode::Idle {
+                Duration::from_secs(20)
+            } else {
+                Duration::ZERO
+            },
+            events: 0,
+            rate: 0.0,
+            publishers: 1,
+            batch: 1,
+            drain_timeout: Duration::from_secs(3),
+            duration: Duration::from_secs(120),
+            label: String::new(),
+            sockets: 10_000,
+            seconds: Duration::from_secs(3),
+            frame_bytes: 100,
+            writer_cpu: None,
+            reader_cpu: None,
+        };
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let mut val = || {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| format!("{flag} needs a value"))
+            };
+            match flag.as_str() {
+                "--server" => server = val()?,
+                "--preset" => preset_name = val()?,
+                "--channel" => channel = val()?,
+                "--sub-path" => sub_path = Some(val()?),
+                "--sub-header" => sub_headers.push(val()?),
+                "--pub-path" => pub_path = Some(val()?),
+                "--pub-header" => pub_headers.push(val()?),
+                "--pub-content-type" => pub_ct = Some(val()?),
+                "--pub-body" => pub_body = Some(val()?),
+                "--batch-open" => cfg.batch_open = val()?,
+                "--batch-sep" => cfg.batch_sep = val()?,
+                "--batch-close" => cfg.batch_close = val()?,
+                "--server-pid" => {
+                    for p in val()?.split(',').filter(|s| !s.is_empty()) {
+                        cfg.server_pids.push(num(p, flag)?);
+                    }
+                }
+                "--subscribers" => cfg.subscribers = num(&val()?, flag)?,
+                "--per-worker" => cfg.per_worker = num(&val()?, flag)?,
+                "--sources" => cfg.sources = num(&val()?, flag)?,
+                "--connect-concurrency" => cfg.connect_concurrency = num(&val()?, flag)?,
+                "--connect-timeout" => cfg.connect_timeout = secs(&val()?, flag)?,
+                "--max-failures" => cfg.max_failures = num(&val()?, flag)?,
+                "--settle" => cfg.settle = secs(&val()?, flag)?,
+                "--hold" => cfg.hold = secs(&val()?, flag)?,
+                "--events" => cfg.events = num(&val()?, flag)?,
+                "--rate" => cfg.rate = num(&val()?, flag)?,
+                "--publishers" => cfg.publishers = num(&val()?, flag)?,
+                "--batch" => cfg.batch = num(&val()?, flag)?,
+                "--drain-timeout" => cfg.drain_timeout = secs(&val()?, flag)?,
+                "--duration" => cfg.duration = secs(&val()?, flag)?,
+                "--label" => cfg.label = val()?,
+                "--sockets" => cfg.sockets = num(&val()?, flag)?,
+                "--seconds" => cfg.seconds = secs(&val()?, flag)?,
+                "--frame-bytes" => cfg.frame_bytes = num(&val()?, flag)?,
+                "--writer-cpu" => cfg.writer_cpu = Some(num(&val()?, flag)?),
+                "--reader-cpu" => cfg.reader_cpu = Some(num(&val()?, flag)?),
+                other => return Err(format!("unknown flag {other:?} (see sse-load help)")),
+            }
+        }
+        cfg.server = resolve(&server)?;
+        cfg.host_header = server;
+        let p = preset(&preset_name, &channel)?;
+        cfg.preset = preset_name;
+        cfg.sub_path = sub_path.unwrap_or(p.sub_path);
+        cfg.sub_headers = p.sub_headers;
+        cfg.sub_headers.extend(sub_headers);
+        cfg.pub_path = pub_path.unwrap_or(p.pub_path);
+        cfg.pub_headers = pub_headers;
+        cfg.pub_content_type = pub_ct.unwrap_or(p.pub_content_type);
+        cfg.pub_body = pub_body.unwrap_or(p.pub_body);
+        for h in cfg.sub_headers.iter().chain(cfg.pub_headers.iter()) {
+            if !h.contains(':') || h.contains('\r') || h.contains('\n') {
+                return Err(format!("bad header {h:?}: want 'Name: value'"));
+            }
+        }
+        if cfg.per_worker == 0 || cfg.per_worker > 19_500 {
+            return Err("--per-worker must be 1..=19500 (open-file limit)".into());
+        }
+        if cfg.connect_concurrency == 0 || cfg.publishers == 0 || cfg.batch == 0 {
+            return Err("--connect-concurrency, --publishers and --batch must be > 0".into());
+        }
+        if cfg.sources > 250 {
+            return Err("--sources must be at most 250".into());
+        }
+        if !(cfg.rate >= 0.0 && cfg.rate.is_finite()) {
+            return Err("--rate must be >= 0".into());
+        }
+        if cfg.frame_bytes == 0 || cfg.frame_bytes > 65536 {
+            return Err("--frame-bytes must be 1..=65536".into());
+        }
+        if mode == Mode::Idle {
+            cfg.events = 0;
+        }
+        Ok(cfg)
+    }
+
+    /// Source address for the `i`-th connection (round-robin), if any.
+    pub fn source_for(&self, i: usize) -> Option<Ipv4Addr> {
+        if self.sources == 0 {
+            return None;
+        }
+        let k = (i % self.sources) as u8;
+        Some(Ipv4Addr::new(127, 0, 0, 2 + k))
+    }
+
+    /// The subscribe request, identical for every subscriber.
+    pub fn subscribe_request(&self) -> Vec<u8> {
+        let mut r = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n",
+            self.sub_path, self.host_header
+        );
+        for h in &self.sub_headers {
+            r.push_str(h);
+            r.push_str("\r\n");
+        }
+        r.push_str("\r\n");
+        r.into_bytes()
+    }
+
+    /// One publish request carrying events `first..first+count`, all stamped
+    /// `t_ns`; `answered` = every event below it was answered before this send.
+    pub fn publish_request(&self, first: u64, count: usize, t_ns: u64, answered: u64) -> Vec<u8> {
+        let one = |seq: u64| {
+            let data = format!("{{\"seq\":{seq},\"t\":{t_ns},\"a\":{answered}}}");
+            let escaped = data.replace('"', "\\\"");
+            self.pub_body
+                .replace("{{data_escaped}}", &escaped)
+                .replace("{{data}}", &data)
+        };
+        let body = if self.batch <= 1 || count <= 1 {
+            one(first)
+        } else {
+            let mut b = self.batch_open.clone();
+            for i in 0..count as u64 {
+                if i > 0 {
+                    b.push_str(&self.batch_sep);
+                }
+                b.push_str(&one(first + i));
+            }
+            b.push_str(&self.batch_close);
+            b
+        };
+        let mut r = format!(
+            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+            self.pub_path,
+            self.host_header,
+            self.pub_content_type,
+            body.len()
+        );
+        for h in &self.pub_headers {
+            r.push_str(h);
+            r.push_str("\r\n");
+        }
+        r.push_str("\r\n");
+        r.push_str(&body);
+        r.into_bytes()
+    }
+}

@@ -1,0 +1,350 @@
+//! Turns what the phases measured into one JSON object (stdout) and one
+//! human summary line (stderr), and picks the exit code.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Map, Value};
+
+use crate::args::Config;
+use crate::coord::{per_sub, PublishResult};
+use crate::hist::Hist;
+use crate::procstat::{mem_json, Mem};
+
+pub struct Hold {
+    pub wall_ns: u64,
+    pub cores_busy_pct: Value,
+    pub server_cpu_ns: Option<u64>,
+    pub client_cpu_ns: u64,
+    pub before: Vec<Value>,
+    pub after: Vec<Value>,
+}
+
+#[derive(Default)]
+pub struct Phases {
+    pub mem_before: Option<Mem>,
+    pub mem_after: Option<Mem>,
+    pub mem_after_hold: Option<Mem>,
+    pub mem_after_publish: Option<Mem>,
+    pub connected: Vec<Value>,
+    pub connect_wall_ns: u64,
+    pub server_cpu_connect: Option<u64>,
+    pub cores_connect: Value,
+    pub cores_publish: Value,
+    pub client_cpu_connect: u64,
+    pub hold: Option<Hold>,
+    pub server_cpu_publish: Option<u64>,
+    pub client_cpu_publish: u64,
+    pub stats_before_publish: Vec<Value>,
+    pub finals: Vec<Value>,
+    pub workers: usize,
+    pub workers_lost: usize,
+    pub client_cpu_total: u64,
+    pub wall_ns: u64,
+    pub setup_error: Option<String>,
+}
+
+fn sum(vals: &[Value], key: &str) -> u64 {
+    vals.iter().filter_map(|v| v.get(key)?.as_u64()).sum()
+}
+
+fn max_of(vals: &[Value], key: &str) -> u64 {
+    vals.iter()
+        .filter_map(|v| v.get(key)?.as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+fn min_nonzero(vals: &[Value], key: &str) -> u64 {
+    vals.iter()
+        .filter_map(|v| v.get(key)?.as_u64())
+        .filter(|&x| x > 0)
+        .min()
+        .unwrap_or(0)
+}
+
+fn merge_maps(vals: &[Value], key: &str) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for v in vals {
+        if let Some(Value::Object(o)) = v.get(key) {
+            for (k, n) in o {
+                *m.entry(k.clone()).or_default() += n.as_u64().unwrap_or(0);
+            }
+        }
+    }
+    m
+}
+
+fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+fn rate(n: u64, ns: u64) -> Value {
+    if ns == 0 {
+        Value::Null
+    } else {
+        json!((n as f64 / secs(ns) * 10.0).round() / 10.0)
+    }
+}
+
+fn pct(cpu: Option<u64>, wall: u64) -> Value {
+    match cpu {
+        Some(c) if wall > 0 => json!((c as f64 * 1000.0 / wall as f64).round() / 10.0),
+        _ => Value::Null,
+    }
+}
+
+fn ms(ns: u64) -> String {
+    format!("{:.2}ms", ns as f64 / 1e6)
+}
+
+fn config_json(cfg: &Config) -> Value {
+    json!({
+        "preset": cfg.preset,
+        "sub_path": cfg.sub_path,
+        "pub_path": cfg.pub_path,
+        "subscribers": cfg.subscribers,
+        "per_worker": cfg.per_worker,
+        "sources": cfg.sources,
+        "connect_concurrency": cfg.connect_concurrency,
+        "events": cfg.events,
+        "rate": cfg.rate,
+        "publishers": cfg.publishers,
+        "batch": cfg.batch,
+        "hold_s": cfg.hold.as_secs_f64(),
+        "duration_cap_s": cfg.duration.as_secs_f64(),
+        "server_pids": cfg.server_pids,
+    })
+}
+
+pub fn setup_failure(cfg: &Config, err: &str) -> i32 {
+    let v = json!({
+        "tool": "sse-load",
+        "mode": format!("{:?}", cfg.mode).to_lowercase(),
+        "label": cfg.label,
+        "server": cfg.server.to_string(),
+        "ok": false,
+        "error": err,
+        "config": config_json(cfg),
+    });
+    println!("{v}");
+    eprintln!("sse-load: setup failed: {err}");
+    3
+}
+
+/// Prints the report; returns the exit code.
+pub fn emit(cfg: &Config, ph: &Phases, publish: Option<&PublishResult>) -> i32 {
+    let mut out = Map::new();
+    let mut line = Vec::new();
+    out.insert("tool".into(), json!("sse-load"));
+    out.insert(
+        "mode".into(),
+        json!(format!("{:?}", cfg.mode).to_lowercase()),
+    );
+    out.insert("label".into(), json!(cfg.label));
+    out.insert("server".into(), json!(cfg.server.to_string()));
+    out.insert("config".into(), config_json(cfg));
+
+    // Connect phase.
+    let ok = sum(&ph.connected, "ok");
+    let failed = merge_maps(&ph.connected, "failed");
+    let failed_total: u64 = failed.values().sum();
+    let first = min_nonzero(&ph.connected, "first_ns");
+    let last = max_of(&ph.connected, "last_ns");
+    let span = last.saturating_sub(first);
+    let mut chist = Hist::new();
+    for c in &ph.connected {
+        if let Some(h) = c.get("hist") {
+            chist.merge_sparse(h);
+        }
+    }
+    let unreported = cfg.subscribers as u64 - (ok + failed_total).min(cfg.subscribers as u64);
+    out.insert(
+        "connect".into(),
+        json!({
+            "requested": cfg.subscribers,
+            "ok": ok,
+            "failed": failed_total + unreported,
+            "failed_by_reason": failed,
+            "unresolved": unreported,
+            "seconds": secs(span),
+            "rate_per_s": rate(ok, span),
+            "time_to_headers_ns": chist.summary(),
+            "workers": ph.workers,
+            "server_cpu_s": ph.server_cpu_connect.map(secs),
+            "server_cpu_pct": pct(ph.server_cpu_connect, span),
+            "client_cpu_s": secs(ph.client_cpu_connect),
+            "cores_busy_pct": ph.cores_connect,
+        }),
+    );
+    line.push(format!(
+        "{ok}/{} subscribers in {:.2}s ({}/s)",
+        cfg.subscribers,
+        secs(span),
+        rate(ok, span)
+    ));
+    if failed_total + unreported > 0 {
+        line.push(format!("failed {failed:?}"));
+    }
+
+    // Memory.
+    let mut mem = json!({
+        "before": mem_json(ph.mem_before),
+        "after_connect": mem_json(ph.mem_after),
+        "rss_bytes_per_subscriber": per_sub(ph.mem_before, ph.mem_after, ok, false),
+        "pss_bytes_per_subscriber": per_sub(ph.mem_before, ph.mem_after, ok, true),
+    });
+    if ph.mem_after_hold.is_some() {
+        mem["after_hold"] = mem_json(ph.mem_after_hold);
+    }
+    if ph.mem_after_publish.is_some() {
+        mem["after_publish"] = mem_json(ph.mem_after_publish);
+    }
+    if let Some(b) = per_sub(ph.mem_before, ph.mem_after, ok, false).as_f64() {
+        line.push(format!("rss {b} B/sub"));
+    }
+    out.insert("memory".into(), mem);
+
+    // Hold (idle cost).
+    if let Some(h) = &ph.hold {
+        let hb = sum(&h.after, "heartbeats").saturating_sub(sum(&h.before, "heartbeats"));
+        let live = sum(&h.after, "live");
+        let per_min = if live > 0 && h.wall_ns > 0 {
+            json!((hb as f64 / live as f64 / (secs(h.wall_ns) / 60.0) * 100.0).round() / 100.0)
+        } else {
+            Value::Null
+        };
+        out.insert(
+            "hold".into(),
+            json!({
+                "seconds": secs(h.wall_ns),
+                "live_subscribers_at_end": live,
+                "heartbeats": hb,
+                "heartbeats_per_subscriber_per_min": per_min,
+                "disconnects": merge_maps(&h.after, "disconnects"),
+                "server_cpu_s": h.server_cpu_ns.map(secs),
+                "server_cpu_pct": pct(h.server_cpu_ns, h.wall_ns),
+                "client_cpu_pct": pct(Some(h.client_cpu_ns), h.wall_ns),
+                "cores_busy_pct": h.cores_busy_pct,
+            }),
+        );
+        line.push(format!(
+            "idle {:.0}s: server cpu {}%, {hb} heartbeats",
+            secs(h.wall_ns),
+            pct(h.server_cpu_ns, h.wall_ns)
+        ));
+    }
+
+    let mut exit = 0;
+    if let Some(e) = &ph.setup_error {
+        out.insert("setup_error".into(), json!(e));
+        line.push(format!("SETUP FAILED: {e}"));
+        exit = 3;
+    }
+
+    // Publish and delivery.
+    if let Some(p) = publish {
+        let pub_span = p.last_ack.saturating_sub(p.first_send);
+        out.insert(
+            "publish".into(),
+            json!({
+                "events_attempted": p.attempted,
+                "events_acked": p.acked,
+                "requests": p.requests,
+                "errors": p.errors,
+                "seconds": secs(pub_span),
+                "events_per_s": rate(p.acked, pub_span),
+                "requests_per_s": rate(p.requests, pub_span),
+                "ack_rtt_ns": p.rtt.summary(),
+                "late_sends": p.late_sends,
+                "max_late_ns": p.max_late_ns,
+                "publishers_dead_at_end": p.publishers_dead,
+            }),
+        );
+        let mut hist = Hist::new();
+        for f in &ph.finals {
+            if let Some(h) = f.get("hist") {
+                hist.merge_sparse(h);
+            }
+        }
+        let before = &ph.stats_before_publish;
+        let deliveries = sum(&ph.finals, "deliveries").saturating_sub(sum(before, "deliveries"));
+        let unique = sum(&ph.finals, "unique").saturating_sub(sum(before, "unique"));
+        let last_rx = max_of(&ph.finals, "last_rx_ns");
+        let span = last_rx.saturating_sub(p.first_send);
+        let lost = sum(&ph.finals, "lost");
+        let dup = sum(&ph.finals, "duplicated");
+        let ooo = sum(&ph.finals, "out_of_order");
+        let lat = hist.summary();
+        let q = |k: &str| lat.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let client_pct = pct(Some(ph.client_cpu_publish), span);
+        let client_saturated = client_pct.as_f64().is_some_and(|c| c >= 90.0);
+        out.insert(
+            "delivery".into(),
+            json!({
+                "expected": p.acked * ok,
+                "deliveries": deliveries,
+                "unique": unique,
+                "seconds": secs(span),
+                "deliveries_per_s": rate(deliveries, span),
+                "drained": p.drained,
+                "latency_ns": lat,
+                "lost": lost,
+                "subs_with_loss": sum(&ph.finals, "subs_with_loss"),
+                "max_lost_per_sub": max_of(&ph.finals, "max_lost_per_sub"),
+                "duplicated": dup,
+                "subs_with_dup": sum(&ph.finals, "subs_with_dup"),
+                "out_of_order": ooo,
+                "subs_with_ooo": sum(&ph.finals, "subs_with_ooo"),
+                "reordered_concurrent": sum(&ph.finals, "reordered_concurrent"),
+                "other_events": sum(&ph.finals, "other_events"),
+                "heartbeats": sum(&ph.finals, "heartbeats").saturating_sub(sum(before, "heartbeats")),
+                "disconnects": merge_maps(&ph.finals, "disconnects"),
+                "server_cpu_s": ph.server_cpu_publish.map(secs),
+                "server_cpu_pct": pct(ph.server_cpu_publish, span),
+                "client_cpu_s": secs(ph.client_cpu_publish),
+                "client_cpu_pct": client_pct,
+                "client_saturated": client_saturated,
+                "cores_busy_pct": ph.cores_publish,
+            }),
+        );
+        line.push(format!(
+            "{} events acked ({}/s) -> {deliveries} deliveries in {:.2}s ({}/s), latency p50 {} p99 {} p99.9 {} max {}, lost {lost} dup {dup} ooo {ooo}; cpu server {}% client {}%{}",
+            p.acked,
+            rate(p.acked, pub_span),
+            secs(span),
+            rate(deliveries, span),
+            ms(q("p50")),
+            ms(q("p99")),
+            ms(q("p999")),
+            ms(q("max")),
+            pct(ph.server_cpu_publish, span),
+            client_pct,
+            if client_saturated { " (CLIENT-BOUND)" } else { "" },
+        ));
+        if p.acked == 0 {
+            exit = 3;
+            line.push(format!("no event acknowledged: {:?}", p.errors));
+        }
+    }
+
+    let heartbeats_total = sum(&ph.finals, "heartbeats");
+    out.insert(
+        "totals".into(),
+        json!({
+            "heartbeats": heartbeats_total,
+            "retry_fields": sum(&ph.finals, "retries"),
+            "disconnects": merge_maps(&ph.finals, "disconnects"),
+            "workers_lost": ph.workers_lost,
+            "client_cpu_s": secs(ph.client_cpu_total),
+            "wall_s": secs(ph.wall_ns),
+        }),
+    );
+    let failed_all = (cfg.subscribers as u64).saturating_sub(ok);
+    if failed_all > cfg.max_failures as u64 || ph.workers_lost > 0 {
+        exit = 3;
+    }
+    out.insert("ok".into(), json!(exit == 0));
+    println!("{}", Value::Object(out));
+    eprintln!("sse-load {}: {}", cfg.label, line.join("; "));
+    exit
+}

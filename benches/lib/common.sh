@@ -1,0 +1,139 @@
+# Shared by scripts/bench.sh and scripts/compare.sh: build, start one server
+# pinned to a core, wait for its port, run the load client pinned to the other
+# core, stop the server by its PID. Source it; do not run it.
+
+ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+HARNESS=$ROOT/benches/harness/target/release/sse-load
+AXUM=$ROOT/benches/peers/axum-sse/target/release/axum-sse
+SSECAST=${SSECAST:-$ROOT/target/release/ssecast}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+SERVER_PID=""
+SERVER_PIDS=""
+SERVER_TMP=""
+NEXT_PORT=${BASE_PORT:-5600}
+
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+build_harness() {
+    log "building sse-load"
+    cargo build --release -q --manifest-path "$ROOT/benches/harness/Cargo.toml" || die "sse-load build failed"
+}
+
+build_axum() {
+    log "building axum-sse peer"
+    cargo build --release -q --manifest-path "$ROOT/benches/peers/axum-sse/Cargo.toml" || die "axum-sse build failed"
+}
+
+# SKIP_BUILD=1 uses an existing $SSECAST binary as it is.
+build_ssecast() {
+    if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+        log "building ssecast"
+        (cd "$ROOT" && cargo build --release -q) || die "ssecast build failed"
+    fi
+    [[ -x $SSECAST ]] || die "no ssecast binary at $SSECAST"
+}
+
+# A fresh port per server so no run meets the previous run's TIME_WAIT sockets.
+next_port() { NEXT_PORT=$((NEXT_PORT + 1)); PORT=$NEXT_PORT; }
+
+wait_port() { # PORT PID
+    local port=$1 pid=$2 i
+    for ((i = 0; i < 200; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.05
+    done
+    return 1
+}
+
+start_ssecast() { # extra flags...
+    next_port
+    taskset -c "$SERVER_CPU" "$SSECAST" --bind "127.0.0.1:$PORT" --log-level warn "$@" \
+        2>>"$OUT/server-ssecast.log" &
+    SERVER_PID=$!
+    SERVER_PIDS=$SERVER_PID
+    wait_port "$PORT" "$SERVER_PID" || die "ssecast did not listen on $PORT (see $OUT/server-ssecast.log)"
+}
+
+start_axum() {
+    next_port
+    taskset -c "$SERVER_CPU" "$AXUM" "127.0.0.1:$PORT" 2>>"$OUT/server-axum.log" &
+    SERVER_PID=$!
+    SERVER_PIDS=$SERVER_PID
+    wait_port "$PORT" "$SERVER_PID" || die "axum-sse did not listen on $PORT"
+}
+
+start_nchan() { # HEARTBEAT_SECONDS
+    next_port
+    SERVER_TMP=$(mktemp -d /tmp/ssecast-nchan.XXXXXX)
+    sed -e "s#@PREFIX@#$SERVER_TMP#g" -e "s#@PORT@#$PORT#g" -e "s#@HEARTBEAT@#$1#g" \
+        "$ROOT/benches/peers/nchan/nginx.conf.template" >"$SERVER_TMP/nginx.conf"
+    taskset -c "$SERVER_CPU" nginx -p "$SERVER_TMP" -c "$SERVER_TMP/nginx.conf" -e "$SERVER_TMP/error.log" &
+    SERVER_PID=$!
+    wait_port "$PORT" "$SERVER_PID" || die "nginx did not listen on $PORT (see $SERVER_TMP/error.log)"
+    local workers
+    workers=$(ps --ppid "$SERVER_PID" -o pid= | tr -d ' ' | paste -sd, -)
+    SERVER_PIDS="$SERVER_PID${workers:+,$workers}"
+}
+
+stop_server() {
+    [[ -n $SERVER_PID ]] || return 0
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    local i
+    for ((i = 0; i < 150; i++)); do
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    if [[ -n $SERVER_TMP ]]; then
+        cp "$SERVER_TMP/error.log" "$OUT/server-nchan-error.log" 2>/dev/null || true
+        rm -rf "$SERVER_TMP"
+    fi
+    SERVER_PID="" SERVER_PIDS="" SERVER_TMP=""
+    sleep 1
+}
+
+# load NAME MODE FLAGS...: one bounded sse-load run against the current server;
+# JSON to $OUT/NAME.json, summary line to $OUT/summary.txt and the terminal.
+load() {
+    local name=$1 mode=$2
+    shift 2
+    local rc=0
+    taskset -c "$CLIENT_CPU" "$HARNESS" "$mode" --server "127.0.0.1:$PORT" \
+        --server-pid "$SERVER_PIDS" --label "$name" "$@" \
+        >"$OUT/$name.json" 2>"$OUT/$name.err" || rc=$?
+    cat "$OUT/$name.err" >>"$OUT/summary.txt"
+    tail -n 1 "$OUT/$name.err" >&2
+    [[ $rc == 0 ]] || log "run $name exited $rc (kept its JSON)"
+    return 0
+}
+
+machine_json() {
+    local cpu kernel rev
+    cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//; s/"/\\"/g')
+    kernel=$(uname -r)
+    rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)
+    # The load average shows whether something else shared the machine.
+    printf '{"date":"%s","cpu":"%s","cores":%s,"kernel":"%s","git":"%s","server_cpu":%s,"client_cpu":%s,"loadavg":"%s"}' \
+        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$cpu" "$(nproc)" "$kernel" "$rev" "$SERVER_CPU" "$CLIENT_CPU" \
+        "$(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+# combine DIR NAME...: {"machine": ..., "runs": {NAME: <DIR/NAME.json>, ...}}
+combine() {
+    local dir=$1 first=1 n
+    shift
+    printf '{"machine":%s,"runs":{' "$(machine_json)"
+    for n in "$@"; do
+        [[ -s $dir/$n.json ]] || continue
+        ((first)) || printf ','
+        first=0
+        printf '"%s":%s' "$n" "$(head -n 1 "$dir/$n.json")"
+    done
+    printf '}}\n'
+}

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# ssecast benchmarks on this machine: density at 10,000 and 19,000 subscribers,
+# connect rate, fan-out throughput (8 publishers, and with batches), latency of
+# one event to 10,000 subscribers at 5 events/s, idle cost at 19,000 with
+# heartbeats, and the raw-write baseline. Every run starts a fresh ssecast
+# pinned to core $SERVER_CPU (0); the load client runs on core $CLIENT_CPU (1).
+#
+# Writes benches/results/bench-<UTC time>/<run>.json (one sse-load report
+# each), summary.txt, and benches/results/bench-<UTC time>.json (all runs).
+#
+#   scripts/bench.sh            # full suite, a few minutes
+#   QUICK=1 scripts/bench.sh    # small smoke version, under a minute
+#   SKIP_BUILD=1 SSECAST=path scripts/bench.sh   # use a given binary
+# Sizes can be changed through the variables below (environment wins).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=${OUT:-$ROOT/benches/results/bench-$STAMP}
+# shellcheck source=../benches/lib/common.sh
+source "$ROOT/benches/lib/common.sh"
+
+if [[ ${QUICK:-0} == 1 ]]; then
+    : "${DENSITY_SUBS:=1000 2000}" "${FANOUT_SUBS:=1000}" "${FANOUT_EVENTS:=300}"
+    : "${BATCH_EVENTS:=1000}" "${LATENCY_SUBS:=1000}" "${LATENCY_EVENTS:=10}"
+    : "${IDLE_SUBS:=2000}" "${IDLE_HOLD:=5}" "${HEARTBEAT:=2}" "${RAW_SOCKETS:=1000}"
+    : "${RAW_SECONDS:=1}" "${CONNECT_SUBS:=2000}"
+fi
+DENSITY_SUBS=${DENSITY_SUBS:-"10000 19000"}
+CONNECT_SUBS=${CONNECT_SUBS:-19000}
+FANOUT_SUBS=${FANOUT_SUBS:-10000}
+FANOUT_EVENTS=${FANOUT_EVENTS:-2000}
+PUBLISHERS=${PUBLISHERS:-8}
+BATCH=${BATCH:-10}
+BATCH_EVENTS=${BATCH_EVENTS:-5000}
+LATENCY_SUBS=${LATENCY_SUBS:-10000}
+LATENCY_RATE=${LATENCY_RATE:-5}
+LATENCY_EVENTS=${LATENCY_EVENTS:-50}
+IDLE_SUBS=${IDLE_SUBS:-19000}
+HEARTBEAT=${HEARTBEAT:-15}
+IDLE_HOLD=${IDLE_HOLD:-$((HEARTBEAT * 3))}
+RAW_SOCKETS=${RAW_SOCKETS:-10000}
+RAW_SECONDS=${RAW_SECONDS:-3}
+CAP=${CAP:-180}
+
+mkdir -p "$OUT"
+trap stop_server EXIT
+build_harness
+build_ssecast
+RUNS=()
+
+log "raw-write baseline: $RAW_SOCKETS sockets"
+"$HARNESS" raw-write --sockets "$RAW_SOCKETS" --seconds "$RAW_SECONDS" \
+    --writer-cpu "$SERVER_CPU" --reader-cpu "$CLIENT_CPU" --label raw-write \
+    >"$OUT/raw-write.json" 2>"$OUT/raw-write.err" || log "raw-write failed"
+cat "$OUT/raw-write.err" >>"$OUT/summary.txt"
+tail -n 1 "$OUT/raw-write.err" >&2
+RUNS+=(raw-write)
+
+for n in $DENSITY_SUBS; do
+    log "density: $n subscribers"
+    start_ssecast
+    load "density-$n" run --subscribers "$n" --settle 2 --duration "$CAP"
+    stop_server
+    RUNS+=("density-$n")
+done
+
+log "connect storm: $CONNECT_SUBS subscribers, 512 handshakes in flight per worker (beyond a 128 listen backlog)"
+start_ssecast
+load connect-rate run --subscribers "$CONNECT_SUBS" --connect-concurrency 512 --settle 0 --duration "$CAP"
+stop_server
+RUNS+=(connect-rate)
+
+log "fan-out: $FANOUT_SUBS subscribers, $FANOUT_EVENTS events, $PUBLISHERS publishers"
+start_ssecast
+load fanout-p$PUBLISHERS run --subscribers "$FANOUT_SUBS" --events "$FANOUT_EVENTS" \
+    --publishers "$PUBLISHERS" --duration "$CAP"
+stop_server
+RUNS+=("fanout-p$PUBLISHERS")
+
+log "fan-out with batches of $BATCH: $FANOUT_SUBS subscribers, $BATCH_EVENTS events"
+start_ssecast
+load "fanout-p$PUBLISHERS-b$BATCH" run --subscribers "$FANOUT_SUBS" --events "$BATCH_EVENTS" \
+    --publishers "$PUBLISHERS" --batch "$BATCH" --duration "$CAP"
+stop_server
+RUNS+=("fanout-p$PUBLISHERS-b$BATCH")
+
+log "latency: one event at a time to $LATENCY_SUBS subscribers at $LATENCY_RATE/s"
+start_ssecast
+load "latency-$LATENCY_SUBS" run --subscribers "$LATENCY_SUBS" --events "$LATENCY_EVENTS" \
+    --rate "$LATENCY_RATE" --publishers 1 --duration "$CAP"
+stop_server
+RUNS+=("latency-$LATENCY_SUBS")
+
+log "idle: $IDLE_SUBS subscribers for ${IDLE_HOLD}s, heartbeat every ${HEARTBEAT}s"
+start_ssecast --heartbeat-interval "$HEARTBEAT"
+load "idle-$IDLE_SUBS" idle --subscribers "$IDLE_SUBS" --hold "$IDLE_HOLD" \
+    --duration $((IDLE_HOLD + CAP))
+stop_server
+RUNS+=("idle-$IDLE_SUBS")
+
+combine "$OUT" "${RUNS[@]}" >"$OUT.json"
+log "results: $OUT.json (per run: $OUT/)"

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Every deployment test, with real clients, against the ssecast release binary:
+#
+#   nginx_test.py          ssecast behind nginx with scripts/deploy/nginx/ssecast.conf
+#   browser.test.mjs       headless Chromium's EventSource (playwright-core + /usr/bin/chromium)
+#   browser_nginx.test.mjs the same browser through nginx, across an ssecast restart
+#   eventsource.test.mjs   the npm `eventsource` client
+#   systemd_verify.sh      scripts/deploy/ssecast.service + ssecast.env.example
+#   container_check.sh     scripts/deploy/Containerfile + healthcheck.sh (no container engine here)
+#
+# Installs what it needs (Debian: chromium nginx systemd strace; npm ci in tests/deploy), builds the
+# release binary (unless SSECAST_BIN names one), runs everything, and fails if anything is
+# missing or fails: nothing skips itself. Each suite is bounded in time.
+#
+# Usage: tests/deploy/run.sh [suite ...]     (suites: nginx browser eventsource systemd container)
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+export DEBIAN_FRONTEND=noninteractive
+
+die() { echo "deploy tests: $*" >&2; exit 1; }
+
+# ---- system packages ----
+need=()
+[ -x /usr/bin/chromium ] || need+=(chromium)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+command -v strace >/dev/null 2>&1 || need+=(strace)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || die "missing ${need[*]} and not root: apt-get install ${need[*]}"
+  echo "== apt-get install ${need[*]}"
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+fi
+[ -x /usr/bin/chromium ] || die "/usr/bin/chromium still missing after apt-get install chromium"
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || die "nginx still missing after apt-get install nginx"
+command -v systemd-analyze >/dev/null 2>&1 || die "systemd-analyze still missing after apt-get install systemd"
+
+# ---- node tooling ----
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || die "node and npm are required (Node >= 20)"
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+[ "$node_major" -ge 20 ] || die "Node >= 20 required (playwright-core, eventsource 4), found $(node --version)"
+echo "== npm ci (tests/deploy)"
+npm_log=$(mktemp)
+if ! (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error) > "$npm_log" 2>&1; then
+  grep -v 'Unknown user config' "$npm_log" >&2 || true
+  rm -f "$npm_log"
+  die "npm ci in tests/deploy failed"
+fi
+rm -f "$npm_log"
+[ -d "$HERE/node_modules/playwright-core" ] && [ -d "$HERE/node_modules/eventsource" ] && [ -x "$HERE/node_modules/.bin/dockerfile-utils" ] \
+  || die "npm ci in tests/deploy did not install playwright-core, eventsource and dockerfile-utils"
+
+# ---- the binary ----
+if [ -z "${SSECAST_BIN:-}" ]; then
+  echo "== cargo build --release"
+  (cd "$REPO" && cargo build --release --quiet)
+  export SSECAST_BIN="$REPO/target/release/ssecast"
+fi
+[ -x "$SSECAST_BIN" ] || die "no ssecast binary at $SSECAST_BIN"
+echo "== using $SSECAST_BIN ($("$SSECAST_BIN" --version 2>&1 | head -1))"
+
+# ---- the suites ----
+suites=("$@")
+[ ${#suites[@]} -gt 0 ] || suites=(nginx browser eventsource systemd container)
+passed=0
+failed=0
+failed_names=()
+run() { # name, timeout seconds, command...
+  local name=$1 limit=$2
+  shift 2
+  echo
+  echo "== $name"
+  local t0=$SECONDS rc=0
+  (cd "$HERE" && timeout --kill-after=10 "$limit" "$@") || rc=$?
+  if [ $rc -eq 0 ]; then
+    passed=$((passed + 1))
+    echo "== $name: ok ($((SECONDS - t0)) s)"
+  else
+    failed=$((failed + 1))
+    failed_names+=("$name")
+    [ $rc -eq 124 ] && echo "== $name: TIMED OUT after ${limit} s" || echo "== $name: FAILED (exit $rc, $((SECONDS - t0)) s)"
+  fi
+}
+for s in "${suites[@]}"; do
+  case $s in
+    nginx) run nginx 180 python3 nginx_test.py ;;
+    browser) run browser 300 node --test --test-concurrency=1 browser.test.mjs browser_nginx.test.mjs ;;
+    eventsource) run eventsource 180 node --test --test-concurrency=1 eventsource.test.mjs ;;
+    systemd) run systemd 180 bash systemd_verify.sh ;;
+    container) run container 900 bash container_check.sh ;;
+    *) die "unknown suite '$s' (nginx browser eventsource systemd container)" ;;
+  esac
+done
+
+echo
+[ $failed -eq 0 ] || echo "failed suites: ${failed_names[*]}"
+echo "deploy: $passed passed, $failed failed"
+[ $failed -eq 0 ]
