@@ -31,6 +31,7 @@ pub enum Route {
     Health,
     Metrics,
     Ui,
+    Favicon,
     NotFound,
 }
 
@@ -51,6 +52,7 @@ impl Route {
             "/health" => Route::Health,
             "/metrics" => Route::Metrics,
             "/" => Route::Ui,
+            "/favicon.ico" => Route::Favicon,
             _ => Route::NotFound,
         }
     }
@@ -94,9 +96,9 @@ impl Server {
                 "{} \"{} {}{}{}\" {} {} {}us",
                 client.as_deref().unwrap_or("-"),
                 req.method,
-                req.path,
+                LogSafe(req.path),
                 if req.query.is_empty() { "" } else { "?" },
-                req.query,
+                LogSafe(req.query),
                 status,
                 bytes,
                 started.elapsed().as_micros()
@@ -148,6 +150,17 @@ impl Server {
                     "text/plain; version=0.0.4; charset=utf-8",
                     body.as_bytes(),
                     &headers,
+                    keep_alive,
+                );
+            }
+            Route::Favicon => {
+                // Browsers ask for it on every page; there is none.
+                self.write_response(
+                    key,
+                    204,
+                    "",
+                    b"",
+                    &["Cache-Control: max-age=86400"],
                     keep_alive,
                 );
             }
@@ -630,6 +643,24 @@ fn invalid_name(what: &str) -> HttpError {
     )
 }
 
+/// Writes a request path for the access log: `"`, `\\` and anything not
+/// printable ASCII are escaped (`\\xNN`), so a line always parses.
+struct LogSafe<'a>(&'a str);
+
+impl std::fmt::Display for LogSafe<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        for b in self.0.bytes() {
+            match b {
+                b'"' | b'\\' => write!(f, "\\x{b:02x}")?,
+                0x21..=0x7e => f.write_char(b as char)?,
+                _ => write!(f, "\\x{b:02x}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 fn reserved_name() -> HttpError {
     HttpError::new(
         400,
@@ -845,6 +876,15 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(e.status, 400);
+    }
+
+    #[test]
+    fn access_log_paths_are_escaped() {
+        assert_eq!(
+            LogSafe("/a\"b\\c é").to_string(),
+            "/a\\x22b\\x5cc\\x20\\xc3\\xa9"
+        );
+        assert_eq!(LogSafe("/events").to_string(), "/events");
     }
 
     #[test]

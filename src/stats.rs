@@ -85,7 +85,8 @@ impl Stats {
 pub const STATUS_CHANNELS: usize = 1000;
 
 /// Most channels given their own label in `/metrics`; the rest are summed
-/// under `channel="_other"`, so a scrape's cardinality stays bounded.
+/// under `channel="$other"` (a reserved name no client can create), so a
+/// scrape's cardinality stays bounded.
 pub const METRICS_CHANNELS: usize = 100;
 
 pub struct Snapshot<'a> {
@@ -282,7 +283,7 @@ impl Snapshot<'_> {
             );
         }
 
-        let _ = writeln!(o, "# HELP ssecast_channel_subscribers Open streams per channel (largest {METRICS_CHANNELS}; the rest as _other).\n# TYPE ssecast_channel_subscribers gauge");
+        let _ = writeln!(o, "# HELP ssecast_channel_subscribers Open streams per channel (largest {METRICS_CHANNELS}; the rest as $other).\n# TYPE ssecast_channel_subscribers gauge");
         let mut chans: Vec<(&str, usize)> = self
             .hub
             .iter()
@@ -300,7 +301,7 @@ impl Snapshot<'_> {
             let rest: usize = chans[METRICS_CHANNELS..].iter().map(|c| c.1).sum();
             let _ = writeln!(
                 o,
-                "ssecast_channel_subscribers{{channel=\"_other\"}} {rest}"
+                "ssecast_channel_subscribers{{channel=\"$other\"}} {rest}"
             );
         }
 

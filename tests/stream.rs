@@ -221,7 +221,11 @@ fn http11_streams_are_chunked_and_http10_streams_close_delimited() {
     for (version, chunked) in [("1.1", true), ("1.0", false)] {
         let mut s = std::net::TcpStream::connect(srv.addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(s, "GET /events?channel=frame{version} HTTP/{version}\r\nHost: x\r\n\r\n").unwrap();
+        write!(
+            s,
+            "GET /events?channel=frame{version} HTTP/{version}\r\nHost: x\r\n\r\n"
+        )
+        .unwrap();
         let mut buf = Vec::new();
         let mut byte = [0u8; 1];
         while !buf.ends_with(b"\r\n\r\n") {
@@ -229,7 +233,11 @@ fn http11_streams_are_chunked_and_http10_streams_close_delimited() {
             buf.push(byte[0]);
         }
         let head = String::from_utf8(buf).unwrap().to_ascii_lowercase();
-        assert_eq!(head.contains("transfer-encoding: chunked"), chunked, "{head}");
+        assert_eq!(
+            head.contains("transfer-encoding: chunked"),
+            chunked,
+            "{head}"
+        );
         let id = publish(srv.addr, &format!("frame{version}"), "x");
         let frame = format!("id: {id}\ndata: x\n\n");
         let want = if chunked {

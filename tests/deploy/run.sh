@@ -5,14 +5,17 @@
 #   browser.test.mjs       headless Chromium's EventSource (playwright-core + /usr/bin/chromium)
 #   browser_nginx.test.mjs the same browser through nginx, across an ssecast restart
 #   eventsource.test.mjs   the npm `eventsource` client
+#   metrics_test.py        GET /metrics read by Prometheus' parser (PyPI prometheus_client)
+#   ui.test.mjs            the built-in page (GET /) driven in headless Chromium; writes docs/ui.png
 #   systemd_verify.sh      scripts/deploy/ssecast.service + ssecast.env.example
 #   container_check.sh     scripts/deploy/Containerfile + healthcheck.sh (no container engine here)
 #
-# Installs what it needs (Debian: chromium nginx systemd strace; npm ci in tests/deploy), builds the
+# Installs what it needs (Debian: chromium nginx systemd strace; npm ci in tests/deploy; pip:
+# prometheus_client), builds the
 # release binary (unless SSECAST_BIN names one), runs everything, and fails if anything is
 # missing or fails: nothing skips itself. Each suite is bounded in time.
 #
-# Usage: tests/deploy/run.sh [suite ...]     (suites: nginx browser eventsource systemd container)
+# Usage: tests/deploy/run.sh [suite ...]     (suites: nginx browser eventsource systemd container metrics ui)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -38,6 +41,19 @@ fi
 [ -x /usr/bin/chromium ] || die "/usr/bin/chromium still missing after apt-get install chromium"
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || die "nginx still missing after apt-get install nginx"
 command -v systemd-analyze >/dev/null 2>&1 || die "systemd-analyze still missing after apt-get install systemd"
+
+# ---- python packages ----
+if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
+  echo "== pip install prometheus_client"
+  if ! python3 -m pip install --quiet prometheus_client; then
+    # A Debian system python refuses pip installs (PEP 668): take Debian's package then.
+    [ "$(id -u)" = 0 ] || die "pip install prometheus_client failed and not root: apt-get install python3-prometheus-client"
+    echo "== pip refused: apt-get install python3-prometheus-client"
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends python3-prometheus-client >/dev/null
+  fi
+fi
+python3 -c 'import prometheus_client' >/dev/null 2>&1 || die "prometheus_client still missing after pip install prometheus_client"
 
 # ---- node tooling ----
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || die "node and npm are required (Node >= 20)"
@@ -65,7 +81,7 @@ echo "== using $SSECAST_BIN ($("$SSECAST_BIN" --version 2>&1 | head -1))"
 
 # ---- the suites ----
 suites=("$@")
-[ ${#suites[@]} -gt 0 ] || suites=(nginx browser eventsource systemd container)
+[ ${#suites[@]} -gt 0 ] || suites=(nginx browser eventsource systemd container metrics ui)
 passed=0
 failed=0
 failed_names=()
@@ -92,7 +108,9 @@ for s in "${suites[@]}"; do
     eventsource) run eventsource 180 node --test --test-concurrency=1 eventsource.test.mjs ;;
     systemd) run systemd 180 bash systemd_verify.sh ;;
     container) run container 900 bash container_check.sh ;;
-    *) die "unknown suite '$s' (nginx browser eventsource systemd container)" ;;
+    metrics) run metrics 120 python3 metrics_test.py ;;
+    ui) run ui 180 node --test --test-concurrency=1 ui.test.mjs ;;
+    *) die "unknown suite '$s' (nginx browser eventsource systemd container metrics ui)" ;;
   esac
 done
 
