@@ -6,6 +6,7 @@
 #   browser_nginx.test.mjs the same browser through nginx, across an ssecast restart
 #   eventsource.test.mjs   the npm `eventsource` client
 #   metrics_test.py        GET /metrics read by Prometheus' parser (PyPI prometheus_client)
+#   requests_test.py       Python requests reading the stream directly (iter_lines, Last-Event-ID)
 #   ui.test.mjs            the built-in page (GET /) driven in headless Chromium; writes docs/ui.png
 #   systemd_verify.sh      scripts/deploy/ssecast.service + ssecast.env.example
 #   container_check.sh     scripts/deploy/Containerfile + healthcheck.sh (no container engine here)
@@ -15,7 +16,7 @@
 # release binary (unless SSECAST_BIN names one), runs everything, and fails if anything is
 # missing or fails: nothing skips itself. Each suite is bounded in time.
 #
-# Usage: tests/deploy/run.sh [suite ...]     (suites: nginx browser eventsource systemd container metrics ui)
+# Usage: tests/deploy/run.sh [suite ...]     (suites: nginx browser eventsource systemd container metrics ui requests)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -54,6 +55,11 @@ if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
   fi
 fi
 python3 -c 'import prometheus_client' >/dev/null 2>&1 || die "prometheus_client still missing after pip install prometheus_client"
+if ! python3 -c 'import requests' >/dev/null 2>&1; then
+  echo "== pip install requests"
+  python3 -m pip install --quiet requests || apt-get install -y -q --no-install-recommends python3-requests >/dev/null
+fi
+python3 -c 'import requests' >/dev/null 2>&1 || die "python requests still missing after pip install requests"
 
 # ---- node tooling ----
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || die "node and npm are required (Node >= 20)"
@@ -81,7 +87,7 @@ echo "== using $SSECAST_BIN ($("$SSECAST_BIN" --version 2>&1 | head -1))"
 
 # ---- the suites ----
 suites=("$@")
-[ ${#suites[@]} -gt 0 ] || suites=(nginx browser eventsource systemd container metrics ui)
+[ ${#suites[@]} -gt 0 ] || suites=(nginx browser eventsource systemd container metrics ui requests)
 passed=0
 failed=0
 failed_names=()
@@ -109,8 +115,9 @@ for s in "${suites[@]}"; do
     systemd) run systemd 180 bash systemd_verify.sh ;;
     container) run container 900 bash container_check.sh ;;
     metrics) run metrics 120 python3 metrics_test.py ;;
+    requests) run requests 60 python3 requests_test.py ;;
     ui) run ui 180 node --test --test-concurrency=1 ui.test.mjs ;;
-    *) die "unknown suite '$s' (nginx browser eventsource systemd container metrics ui)" ;;
+    *) die "unknown suite '$s' (nginx browser eventsource systemd container metrics ui requests)" ;;
   esac
 done
 
