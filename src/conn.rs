@@ -52,6 +52,9 @@ pub struct Pending {
     pub chunked: Chunked,
     pub body: Vec<u8>,
     pub continue_sent: bool,
+    /// Complete requests wait here because too much output is unsent;
+    /// they are handled as soon as it drains.
+    pub backlogged: bool,
 }
 
 /// A subscriber: a cursor into its channel's log.
@@ -82,6 +85,9 @@ pub struct Subscriber {
     pub chunk_len: u32,
     /// Log offset where the open chunk's data ends.
     pub chunk_end: u64,
+    /// Frames wholly before `cursor` (`Log::complete_before`), modulo 2^32:
+    /// deliveries are counted from its change without searching the log.
+    pub frames: u32,
 }
 
 impl Subscriber {
@@ -122,6 +128,8 @@ pub struct Conn {
     pub writable: bool,
     /// After `out` is flushed, close instead of reading the next request.
     pub close_after: bool,
+    /// The peer has finished sending (read returned 0).
+    pub eof: bool,
     /// Bytes to send before anything else: a response, or a stream's head.
     pub out: Vec<u8>,
     pub out_pos: usize,
@@ -136,6 +144,7 @@ impl Conn {
             readable: false,
             writable: false,
             close_after: false,
+            eof: false,
             out: Vec::new(),
             out_pos: 0,
             phase: Phase::Request {

@@ -78,12 +78,7 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Request<'_>, us
         Err(httparse::Error::TooManyHeaders) => {
             return Err(HttpError::new(431, "too many request headers"))
         }
-        Err(httparse::Error::Version) => {
-            return Err(HttpError::new(
-                505,
-                "only HTTP/1.0 and HTTP/1.1 are supported",
-            ))
-        }
+        Err(httparse::Error::Version) => return Err(version_error(buf)),
         Err(httparse::Error::HeaderName) => return Err(bad("invalid header name")),
         Err(httparse::Error::HeaderValue) => return Err(bad("invalid header value")),
         Err(httparse::Error::Token) => return Err(bad("invalid request method or header")),
@@ -117,6 +112,9 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Request<'_>, us
         let value = value.trim();
         if name.eq_ignore_ascii_case("host") {
             host += 1;
+            if !valid_host(value) {
+                return Err(bad("invalid Host header"));
+            }
         } else if name.eq_ignore_ascii_case("content-length") {
             let n = parse_length(value)?;
             if length.is_some_and(|l| l != n) {
@@ -153,7 +151,8 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Request<'_>, us
             req.real_ip = Some(value);
         } else if name.eq_ignore_ascii_case("access-control-request-method") {
             req.preflight_method = Some(value);
-        } else if name.eq_ignore_ascii_case("expect") {
+        } else if name.eq_ignore_ascii_case("expect") && minor == 1 {
+            // RFC 9110 10.1.1: an HTTP/1.0 client's expectation is ignored.
             if !value.eq_ignore_ascii_case("100-continue") {
                 return Err(HttpError::new(
                     417,
@@ -163,12 +162,11 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Request<'_>, us
             req.expect_continue = true;
         }
     }
-    if minor == 1 && host != 1 {
-        return Err(bad(if host == 0 {
-            "missing Host header"
-        } else {
-            "more than one Host header"
-        }));
+    if host > 1 {
+        return Err(bad("more than one Host header"));
+    }
+    if minor == 1 && host == 0 {
+        return Err(bad("missing Host header"));
     }
     req.framing = Some(match (length, chunked) {
         (Some(_), true) => {
@@ -182,6 +180,35 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Request<'_>, us
         (Some(n), false) => Framing::Length(n),
     });
     Ok(Some((req, len)))
+}
+
+/// httparse says "Version" for any request line whose last part is not
+/// `HTTP/1.x`. A well-formed `HTTP/d.d` is a version we do not speak (505);
+/// anything else (`http/1.1`, a space in the target, HTTP/0.9's two-part
+/// line) is a malformed request line (400).
+fn version_error(buf: &[u8]) -> HttpError {
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let parts: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+    let well_formed = |v: &[u8]| {
+        v.len() == 8
+            && v.starts_with(b"HTTP/")
+            && v[5].is_ascii_digit()
+            && v[6] == b'.'
+            && v[7].is_ascii_digit()
+    };
+    if parts.len() == 3 && well_formed(parts[2]) {
+        HttpError::new(505, "only HTTP/1.0 and HTTP/1.1 are supported")
+    } else {
+        bad("malformed request line")
+    }
+}
+
+/// A Host value: reg-name, IPv4 or [IPv6], optional port. No spaces,
+/// slashes or other delimiters.
+fn valid_host(v: &str) -> bool {
+    v.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b))
 }
 
 /// Accepts origin-form (`/path`) and absolute-form (`http://host/path`).
@@ -228,12 +255,16 @@ pub struct Chunked {
     size: u64,
     digits: u8,
     trailer_bytes: usize,
+    /// The current trailer line has had its colon.
+    trailer_colon: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum ChunkState {
     #[default]
     Size,
+    /// Whitespace after the size digits: only `;` or CR may follow.
+    SizeBws,
     Ext,
     SizeLf,
     Data,
@@ -269,13 +300,23 @@ impl Chunked {
                         }
                         self.size = self.size * 16 + u64::from(hex_val(b));
                     }
-                    b';' | b' ' | b'\t' if self.digits > 0 => self.state = Ext,
+                    b';' if self.digits > 0 => self.state = Ext,
+                    b' ' | b'\t' if self.digits > 0 => self.state = SizeBws,
                     b'\r' if self.digits > 0 => self.state = SizeLf,
+                    _ => return Err(bad("invalid chunk size")),
+                },
+                SizeBws => match b {
+                    b' ' | b'\t' => {}
+                    b';' => self.state = Ext,
+                    b'\r' => self.state = SizeLf,
                     _ => return Err(bad("invalid chunk size")),
                 },
                 Ext => match b {
                     b'\r' => self.state = SizeLf,
                     b'\n' => return Err(bad("chunk line must end with CRLF")),
+                    b if b != b'\t' && (b < 0x20 || b == 0x7f) => {
+                        return Err(bad("control character in a chunk extension"))
+                    }
                     _ => {
                         self.trailer_bytes += 1;
                         if self.trailer_bytes > max_trailer {
@@ -322,7 +363,11 @@ impl Chunked {
                 TrailerStart => match b {
                     b'\r' => self.state = EndLf,
                     b'\n' => return Err(bad("chunked body must end with CRLF")),
-                    _ => self.state = TrailerLine,
+                    b':' => return Err(bad("trailer field without a name")),
+                    _ => {
+                        self.trailer_colon = false;
+                        self.state = TrailerLine;
+                    }
                 },
                 TrailerLine => {
                     self.trailer_bytes += 1;
@@ -330,8 +375,15 @@ impl Chunked {
                         return Err(HttpError::new(431, "trailers too large"));
                     }
                     match b {
+                        b'\r' if !self.trailer_colon => {
+                            return Err(bad("trailer line is not a field line"))
+                        }
                         b'\r' => self.state = TrailerLf,
                         b'\n' => return Err(bad("trailer line must end with CRLF")),
+                        b':' => self.trailer_colon = true,
+                        b if b != b'\t' && (b < 0x20 || b == 0x7f) => {
+                            return Err(bad("control character in a trailer"))
+                        }
                         _ => {}
                     }
                 }
@@ -537,6 +589,52 @@ mod tests {
     }
 
     #[test]
+    fn version_errors_tell_malformed_from_unsupported() {
+        assert_eq!(
+            head("GET / HTTP/2.0\r\nHost: x\r\n\r\n")
+                .unwrap_err()
+                .status,
+            505
+        );
+        assert_eq!(
+            head("GET / http/1.1\r\nHost: x\r\n\r\n")
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            head("GET /a b HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(head("GET /\r\n\r\n").unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn host_is_checked_in_every_version() {
+        assert_eq!(
+            head("GET / HTTP/1.1\r\nHost: a b\r\n\r\n")
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            head("GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n")
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert!(head("GET / HTTP/1.1\r\nHost: [::1]:5001\r\n\r\n")
+            .unwrap()
+            .is_some());
+        let (r, _) = head("POST / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!r.expect_continue, "ignored in HTTP/1.0");
+    }
+
+    #[test]
     fn absolute_form_targets_are_accepted() {
         let (req, _) = head("GET http://h:1/health?x=1 HTTP/1.1\r\nHost: h\r\n\r\n")
             .unwrap()
@@ -568,7 +666,7 @@ mod tests {
 
     #[test]
     fn chunked_decodes_byte_by_byte() {
-        let wire = b"4;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\nTrailer: x\r\n\r\nNEXT";
+        let wire = b"4 ;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\nTrailer: x\r\n\r\nNEXT";
         let mut d = Chunked::default();
         let mut body = Vec::new();
         let mut done = None;

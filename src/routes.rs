@@ -408,7 +408,9 @@ impl Server {
         };
         let last_id: Option<Cow<'_, str>> = match req.last_event_id.filter(|v| !v.is_empty()) {
             Some(v) => Some(Cow::Borrowed(v)),
-            None => http::query_param(req.query, "lastEventId").map_err(bad)?,
+            None => http::query_param(req.query, "lastEventId")
+                .map_err(bad)?
+                .filter(|v| !v.is_empty()),
         };
         let peer = self
             .conns
@@ -489,6 +491,7 @@ impl Server {
             }
         }
 
+        let frames_before = self.hub.get(ch).log.complete_before(cursor);
         let index = self.hub.subscribe(ch, key as u32);
         self.streams += 1;
         let counted = limit > 0;
@@ -522,6 +525,7 @@ impl Server {
             chunk_tail_sent: 0,
             chunk_len: 0,
             chunk_end: cursor,
+            frames: frames_before as u32,
         });
         let hb = self.cfg.heartbeat_interval;
         if hb.is_zero() {

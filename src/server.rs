@@ -74,6 +74,7 @@ pub struct Server {
     pub(crate) per_ip: HashMap<IpAddr, u32>,
     scratch: Vec<u8>,
     pub(crate) now: Instant,
+    now_ms: u64,
     pub(crate) started: Instant,
     date: (u64, String),
     /// Concurrent streams allowed (`--max-connections`).
@@ -145,6 +146,7 @@ impl Server {
             per_ip: HashMap::new(),
             scratch: vec![0; READ_BUF],
             now,
+            now_ms: 0,
             started: now,
             date: (u64::MAX, String::new()),
             max_connections,
@@ -205,7 +207,7 @@ impl Server {
                 }
                 return Err(e);
             }
-            self.now = Instant::now();
+            self.set_now(Instant::now());
             let ready = std::mem::take(&mut self.ready);
             for &key in &ready {
                 self.drive(key);
@@ -271,8 +273,14 @@ impl Server {
         }
     }
 
+    /// `now` as milliseconds since start (computed once per turn).
     pub(crate) fn now_ms(&self) -> u64 {
-        (self.now - self.started).as_millis() as u64
+        self.now_ms
+    }
+
+    fn set_now(&mut self, now: Instant) {
+        self.now = now;
+        self.now_ms = now.saturating_duration_since(self.started).as_millis() as u64;
     }
 
     pub(crate) fn unix_micros(&self) -> u64 {
@@ -397,6 +405,7 @@ impl Server {
     fn drive_request(&mut self, key: usize) -> bool {
         let mut reads = 0;
         loop {
+            let before = self.conns.get(key).map_or(0, Conn::out_pending);
             if !self.flush_out(key) {
                 return false;
             }
@@ -406,11 +415,47 @@ impl Server {
             if !matches!(c.phase, Phase::Request { .. }) {
                 return true;
             }
-            if c.close_after && c.out_pending() == 0 {
-                self.begin_close(key);
-                return true;
+            let left = c.out_pending();
+            if left > 0 && left < before {
+                // The client reads its responses: give it the write timeout,
+                // not the request deadline, while a large output drains.
+                self.wheel.schedule(key, self.now + self.cfg.write_timeout);
             }
-            if !c.readable || c.close_after || c.out_pending() > MAX_OUT_BACKLOG {
+            if c.close_after {
+                if left == 0 {
+                    self.begin_close(key);
+                    return true;
+                }
+                return false;
+            }
+            if left > MAX_OUT_BACKLOG {
+                return false;
+            }
+            let (buffered, backlogged) = match &c.phase {
+                Phase::Request {
+                    pending: Some(p), ..
+                } => (true, p.backlogged),
+                _ => (false, false),
+            };
+            if backlogged {
+                // Requests that arrived while the output was backlogged.
+                self.on_request_bytes(key, &[]);
+                continue;
+            }
+            if c.eof {
+                // Nothing more will come: answer what is complete, then close;
+                // a partial request can never complete.
+                if buffered {
+                    log::debug!("client closed in the middle of a request");
+                }
+                if left > 0 {
+                    c.close_after = true;
+                    continue;
+                }
+                self.close(key);
+                return false;
+            }
+            if !c.readable {
                 return false;
             }
             if reads == READS_PER_TURN {
@@ -425,23 +470,8 @@ impl Server {
                 Io::Done(n) => self.on_request_bytes(key, &scratch[..n]),
                 Io::WouldBlock => c.readable = false,
                 Io::Closed => {
-                    // The client is done sending. Finish what it asked for.
                     c.readable = false;
-                    let in_progress = matches!(
-                        c.phase,
-                        Phase::Request {
-                            pending: Some(_),
-                            ..
-                        }
-                    );
-                    if in_progress {
-                        log::debug!("client closed in the middle of a request");
-                    }
-                    if c.out_pending() > 0 && !in_progress {
-                        c.close_after = true;
-                    } else {
-                        self.close(key);
-                    }
+                    c.eof = true;
                 }
                 Io::Error(kind) => {
                     log::debug!("read error: {kind:?}");
@@ -467,6 +497,7 @@ impl Server {
             }
             None => (Box::default(), false),
         };
+        st.backlogged = false;
         let mut buf = std::mem::take(&mut st.buf);
         let input: &[u8] = if buffered { &buf } else { bytes };
         let consumed = self.process_requests(key, input, &mut st);
@@ -494,7 +525,13 @@ impl Server {
                 // A request began after an answered one (or on an idle
                 // keep-alive connection): its deadline starts now. A fresh
                 // connection keeps the deadline set when it was accepted.
-                if *idle || consumed > 0 {
+                // Requests waiting for output to drain are on the write
+                // timeout instead (set as the output drains).
+                let backlogged = pending.as_ref().is_some_and(|p| p.backlogged);
+                if backlogged {
+                    *idle = false;
+                    self.wheel.schedule(key, now + self.cfg.write_timeout);
+                } else if *idle || consumed > 0 {
                     *idle = false;
                     self.wheel.schedule(key, now + header_timeout);
                 }
@@ -516,11 +553,11 @@ impl Server {
             let Some(c) = self.conns.get(key) else {
                 return off;
             };
-            if !matches!(c.phase, Phase::Request { .. })
-                || c.close_after
-                || c.out_pending() > MAX_OUT_BACKLOG
-                || off >= buf.len()
-            {
+            if !matches!(c.phase, Phase::Request { .. }) || c.close_after || off >= buf.len() {
+                return off;
+            }
+            if c.out_pending() > MAX_OUT_BACKLOG {
+                st.backlogged = true;
                 return off;
             }
             let rest = &buf[off..];
@@ -794,9 +831,17 @@ impl Server {
                     let d = n.min(a.len() + b.len());
                     n -= d;
                     if d > 0 {
-                        let before = log.complete_before(sub.cursor);
                         sub.cursor += d as u64;
-                        self.stats.deliveries += log.complete_before(sub.cursor) - before;
+                        // Frames completed: at the head that is every frame
+                        // published; only a partial write needs a search.
+                        let frames = if sub.cursor == log.head() {
+                            log.published()
+                        } else {
+                            log.complete_before(sub.cursor)
+                        };
+                        self.stats.deliveries +=
+                            u64::from((frames as u32).wrapping_sub(sub.frames));
+                        sub.frames = frames as u32;
                     }
                     if open {
                         sub.chunk_tail_sent += n as u8;
@@ -940,17 +985,20 @@ impl Server {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
+        let out_left = c.out_pending();
         match &mut c.phase {
             Phase::Request { pending, .. } => {
-                if pending.is_some() {
+                if out_left > 0 {
+                    // Timers run on the write timeout while output drains
+                    // (see drive_request): no progress for that long.
+                    log::debug!("client does not read its responses; closing");
+                    self.close(key);
+                } else if pending.is_some() {
                     self.stats.reject(Reject::HeaderTimeout);
                     log::debug!("request not complete before the header deadline");
                     let e = HttpError::new(408, "request not complete before the header deadline");
                     self.respond_error(key, &e, &[]);
                     self.begin_close(key);
-                } else if c.out_pending() > 0 {
-                    log::debug!("client does not read its responses; closing");
-                    self.close(key);
                 } else {
                     self.close(key);
                 }
