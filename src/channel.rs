@@ -127,10 +127,18 @@ impl Log {
         // Linear phase: the log has never wrapped, positions are offsets.
         if self.buf.len() < self.cap && self.head as usize + frame.len() <= self.cap {
             debug_assert_eq!(self.buf.len() as u64, self.head);
+            if self.buf.capacity() - self.buf.len() < frame.len() {
+                // Grow by doubling, but never past the history size.
+                let want = (self.buf.capacity() * 2)
+                    .max(self.buf.len() + frame.len())
+                    .max(256);
+                self.buf.reserve_exact(want.min(self.cap) - self.buf.len());
+            }
             self.buf.extend_from_slice(frame);
             return;
         }
         if self.buf.len() < self.cap {
+            self.buf.reserve_exact(self.cap - self.buf.len());
             self.buf.resize(self.cap, 0);
         }
         let start = (self.head % self.cap as u64) as usize;
@@ -408,6 +416,19 @@ mod tests {
             log.resume_after(log.first_available_id() - 1),
             Resume::At(log.tail())
         );
+    }
+
+    #[test]
+    fn the_ring_never_holds_more_than_its_size() {
+        let mut log = Log::new(10_000, 1);
+        for i in 0..2000 {
+            log.append(None, &format!("{i:05}")).unwrap();
+            assert!(
+                log.buf.capacity() <= 10_000,
+                "capacity {}",
+                log.buf.capacity()
+            );
+        }
     }
 
     #[test]

@@ -43,6 +43,30 @@ pub fn write_vectored(stream: &mut TcpStream, bufs: &[io::IoSlice<'_>]) -> Io {
     }
 }
 
+/// Makes the coming close a reset (`SO_LINGER` 0): the kernel frees the
+/// unsent send queue at once instead of keeping it (up to `tcp_wmem` max)
+/// while it retries. Used for slow subscribers that are dropped: they resume
+/// with `Last-Event-ID` anyway, and a full queue left behind by each would let
+/// slow readers pin kernel memory that no limit bounds.
+pub fn reset_on_close(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on a socket we own, with a pointer to a local of the
+    // size passed.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
 /// A request that did not arrive in one read: its bytes so far.
 #[derive(Default)]
 pub struct Pending {

@@ -84,6 +84,8 @@ pub struct Server {
     /// Open streams.
     pub(crate) streams: usize,
     accept_paused: Option<Instant>,
+    /// accept() has been failing (warned once until it succeeds again).
+    accept_failing: bool,
     pub(crate) draining: Option<Instant>,
     shutdown_flag: Arc<AtomicBool>,
     waker: Arc<Waker>,
@@ -153,6 +155,7 @@ impl Server {
             accept_cap,
             streams: 0,
             accept_paused: None,
+            accept_failing: false,
             draining: None,
             shutdown_flag: Arc::new(AtomicBool::new(false)),
             waker,
@@ -317,7 +320,13 @@ impl Server {
                 return;
             };
             match listener.accept() {
-                Ok((stream, addr)) => self.admit(stream, addr),
+                Ok((stream, addr)) => {
+                    if self.accept_failing {
+                        self.accept_failing = false;
+                        log::info!("accepting connections again");
+                    }
+                    self.admit(stream, addr)
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
@@ -326,7 +335,8 @@ impl Server {
                     // edge-triggered listener no new event may come, so retry
                     // after a close or shortly; never spin.
                     self.stats.accept_errors += 1;
-                    if self.accept_paused.is_none() {
+                    if !self.accept_failing {
+                        self.accept_failing = true;
                         log::warn!("accept failed: {e}; retrying in {ACCEPT_RETRY:?}");
                     }
                     self.accept_paused = Some(self.now + ACCEPT_RETRY);
@@ -762,6 +772,7 @@ impl Server {
             self.dropped_slow
                 .push((key, "fell behind the channel history"));
             self.stats.slow_consumers_dropped += 1;
+            conn::reset_on_close(stream);
             self.close(key);
             return;
         }
@@ -1010,6 +1021,7 @@ impl Server {
                     if stalled_for >= self.cfg.write_timeout.as_millis() as u64 {
                         self.stats.stalled_consumers_dropped += 1;
                         self.dropped_slow.push((key, "socket did not drain"));
+                        conn::reset_on_close(&c.stream);
                         self.close(key);
                     } else {
                         let left = self.cfg.write_timeout.as_millis() as u64 - stalled_for;
@@ -1114,10 +1126,13 @@ impl Server {
                     self.close(key);
                 }
                 Phase::Request { pending, .. } => {
-                    if pending.is_none() && c.out_pending() == 0 {
+                    if pending.is_none() && c.out_pending() == 0 && !c.readable {
+                        // Idle keep-alive: nothing unread, nothing owed.
                         self.close(key);
                     } else {
-                        c.close_after = true;
+                        // Answer what has arrived (with `Connection: close`,
+                        // as `draining` is set), then the lingering close.
+                        self.drive(key);
                     }
                 }
                 Phase::Closing { .. } => {}

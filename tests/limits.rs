@@ -373,7 +373,8 @@ fn a_subscriber_that_never_reads_is_dropped_and_others_get_everything() {
     stop.store(true, Ordering::SeqCst);
     drop(rx);
 
-    // The slow one's socket ends after what was buffered: a clean prefix.
+    // The slow one is reset (SO_LINGER 0, so the kernel frees its queue at
+    // once): whatever it still reads before the reset is a clean prefix.
     let mut slow = slow;
     let mut ids = Vec::new();
     loop {
@@ -384,10 +385,10 @@ fn a_subscriber_that_never_reads_is_dropped_and_others_get_everything() {
             }
             Ok(Some(_)) => {}
             Ok(None) => break,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
             Err(e) => panic!("slow consumer's connection not closed: {e}"),
         }
     }
-    assert!(!ids.is_empty());
     assert!(ids.len() < published.len());
     assert_eq!(
         ids[..],
