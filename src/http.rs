@@ -106,6 +106,25 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Request<'_>, us
     let mut chunked = false;
     for h in raw.headers.iter() {
         let name = h.name;
+        const USED: [&str; 11] = [
+            "host",
+            "content-length",
+            "transfer-encoding",
+            "connection",
+            "last-event-id",
+            "origin",
+            "authorization",
+            "content-type",
+            "x-forwarded-for",
+            "x-real-ip",
+            "access-control-request-method",
+        ];
+        let used = USED.iter().any(|u| name.eq_ignore_ascii_case(u))
+            || name.eq_ignore_ascii_case("expect");
+        if !used {
+            // Opaque to us (RFC 9110 5.5): a Latin-1 User-Agent is no reason to refuse.
+            continue;
+        }
         let Ok(value) = std::str::from_utf8(h.value) else {
             return Err(bad("header value is not valid UTF-8"));
         };
@@ -609,6 +628,14 @@ mod tests {
             400
         );
         assert_eq!(head("GET /\r\n\r\n").unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn opaque_bytes_in_unused_headers_are_fine() {
+        let r = b"GET /health HTTP/1.1\r\nHost: x\r\nUser-Agent: caf\xe9\r\n\r\n";
+        assert!(parse_head(r, 8192).unwrap().is_some());
+        let r = b"GET /events HTTP/1.1\r\nHost: x\r\nLast-Event-ID: \xe9\r\n\r\n";
+        assert_eq!(parse_head(r, 8192).unwrap_err().status, 400);
     }
 
     #[test]

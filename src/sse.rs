@@ -109,6 +109,9 @@ pub struct Parser {
     event: Option<String>,
     last_id: Option<String>,
     id_seen: bool,
+    /// Bytes seen so far (to strip one leading byte-order mark).
+    started: bool,
+    bom: u8,
 }
 
 impl Parser {
@@ -123,7 +126,23 @@ impl Parser {
 
     /// Feeds bytes; pushes every complete item to `out`.
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Item>) {
+        const BOM: [u8; 3] = [0xef, 0xbb, 0xbf];
         for &b in bytes {
+            // The stream may start with a UTF-8 BOM, which is skipped.
+            if !self.started {
+                if b == BOM[self.bom as usize] {
+                    self.bom += 1;
+                    if self.bom == 3 {
+                        self.started = true;
+                    }
+                    continue;
+                }
+                self.started = true;
+                let partial = BOM[..self.bom as usize].to_vec();
+                for p in partial {
+                    self.line.push(p);
+                }
+            }
             if self.after_cr {
                 self.after_cr = false;
                 if b == b'\n' {
@@ -264,6 +283,22 @@ mod tests {
         for bad in ["", "a\nb", "a\rb", "a\0b", "a\tb", &"x".repeat(129)] {
             assert!(!valid_name(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_leading_bom_is_skipped() {
+        let mut p = Parser::new();
+        let mut out = Vec::new();
+        p.feed(b"\xef\xbb", &mut out);
+        p.feed(b"\xbfdata: x\n\n", &mut out);
+        assert_eq!(
+            out,
+            vec![Item::Event(Event {
+                id: None,
+                event: None,
+                data: "x".into()
+            })]
+        );
     }
 
     #[test]
