@@ -250,3 +250,32 @@ fn http11_streams_are_chunked_and_http10_streams_close_delimited() {
         assert_eq!(String::from_utf8_lossy(&got), want);
     }
 }
+
+/// Events must not wait for Nagle. The hub sets TCP_NODELAY once, on its
+/// listener, and relies on Linux handing it down to accepted sockets: this
+/// checks that premise on the kernel the tests run on.
+#[test]
+fn accepted_sockets_inherit_nodelay_from_the_listener() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let on: libc::c_int = 1;
+    let fd = l.as_raw_fd();
+    // SAFETY: setsockopt/getsockopt on sockets owned by this test.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&on as *const libc::c_int).cast(),
+            4,
+        );
+    }
+    let mut c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    c.write_all(b"x").unwrap();
+    let (a, _) = l.accept().unwrap();
+    assert!(
+        a.nodelay().unwrap(),
+        "this kernel does not inherit TCP_NODELAY on accept"
+    );
+}
