@@ -2,7 +2,8 @@
 # File-descriptor exhaustion.
 #
 # Part 1, the EMFILE path. The hub sizes its connection cap from the
-# open-file limit it finds at start (limit - 64), so to make accept() fail
+# open-file limit it finds at start (limit - 320 streams, plus 256
+# connections of headroom for publishes and health checks), so to make accept() fail
 # the limit has to shrink under it: the hub starts with nofile 1024 and
 # --max-connections 1000, then its limit is lowered to 256 while it runs
 # (prlimit --pid). A subscriber and a publisher (20 events/s) connect first;

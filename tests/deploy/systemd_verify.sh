@@ -183,10 +183,10 @@ if [ -z "$port" ]; then
 else
   ok "ssecast starts from the env file's variables as an unprivileged user: $(grep -m1 -o 'listening on.*' "$LOG" | cut -c1-160)..."
   cap=$(sed -n 's/.*effective max_connections=\([0-9]*\).*/\1/p' "$LOG" | head -1)
-  if [ -n "$cap" ] && [ "$cap" -eq $((nofile - 64)) ]; then
-    ok "the default connection cap follows the open-file limit: $nofile - 64 = $cap"
+  if [ -n "$cap" ] && [ "$cap" -eq $((nofile - 320)) ]; then
+    ok "the default connection cap follows the open-file limit: $nofile - 320 = $cap"
   else
-    bad "default connection cap '${cap}' is not the open-file limit $nofile - 64 (README: 'open-file limit - 64')"
+    bad "default connection cap '${cap}' is not the open-file limit $nofile - 320 (README: 'open-file limit − 320')"
   fi
   if h=$(SSE_BIND="127.0.0.1:$port" bash "$HEALTH"); then ok "healthcheck.sh: $h"; else bad "healthcheck.sh against the running hub: $h"; fi
   # Some of everything the hub does: a stream, publishes (JSON, text/plain), status, preflight, errors.
