@@ -6,6 +6,7 @@
 #
 #   scripts/fuzz.sh [SECONDS]          all targets
 #   FUZZ_TARGETS="request" scripts/fuzz.sh 300
+#   scripts/fuzz.sh --replay           run every committed seed once (CI; no cargo-fuzz)
 #
 # Toolchain: a nightly toolchain is used when installed; otherwise stable.
 # With `-s none` (used here) cargo-fuzz passes only stable `-C` flags, so
@@ -14,9 +15,32 @@
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 fuzz_dir=$PWD
-secs="${1:-60}"
-[[ "$secs" =~ ^[0-9]+$ && "$secs" -gt 0 ]] || { echo "usage: $0 [SECONDS]" >&2; exit 2; }
 read -ra targets <<< "${FUZZ_TARGETS:-request publish_body sse_roundtrip channel_log}"
+
+# --replay: the regression half of fuzzing. The targets are built as plain
+# binaries (stable, no coverage instrumentation, debug assertions on) and each
+# runs its committed seeds once (corpus/<target>/seed-*: hand-written inputs
+# and every input a finding was fixed for). Any panic or failed assertion
+# fails the run.
+if [[ ${1:-} == --replay ]]; then
+    echo "== building the fuzz targets (cargo build, stable, no instrumentation)"
+    cargo build -q --bins
+    failed=0
+    for t in "${targets[@]}"; do
+        seeds=("$fuzz_dir/corpus/$t"/seed-*)
+        [[ -e ${seeds[0]} ]] || { echo "no seeds for $t" >&2; exit 1; }
+        if out=$("$fuzz_dir/target/debug/$t" "${seeds[@]}" 2>&1); then
+            echo "ok - $t: ${#seeds[@]} seeds replayed"
+        else
+            echo "FAIL - $t:"; echo "$out" | grep -v '^Running:\|^Executed' | tail -20
+            failed=1
+        fi
+    done
+    exit "$failed"
+fi
+
+secs="${1:-60}"
+[[ "$secs" =~ ^[0-9]+$ && "$secs" -gt 0 ]] || { echo "usage: $0 [SECONDS] | --replay" >&2; exit 2; }
 
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
     echo "cargo-fuzz is not installed: cargo install cargo-fuzz" >&2

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The test command (what CI runs): formatting, lints as errors, every Rust
-# test, then the deployment tests with real programs (nginx, Chromium, the
-# npm eventsource client, Prometheus' parser, systemd-analyze), which
-# install what they need and fail if anything is missing.
+# test, the load harness's own checks, the committed fuzz seeds, then the
+# deployment tests with real programs (nginx, Chromium, the npm eventsource
+# client, Prometheus' parser, systemd-analyze) and a small run of both
+# benchmark scripts (ssecast, nginx+nchan, axum) whose results must show
+# every event delivered exactly once, in order. Whatever is missing is
+# installed or the run fails; nothing skips itself.
 #
-#   scripts/test.sh           everything
-#   SKIP_DEPLOY=1 scripts/test.sh   only the Rust side (for a quick local run)
+#   scripts/test.sh                  everything
+#   SKIP_DEPLOY=1 scripts/test.sh    without the deployment tests and the
+#                                    benchmark smoke run (local use; refused in CI)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,13 +20,38 @@ cargo clippy --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --all-targets --no-fail-fast
 
+echo "== load harness (benches/harness): fmt, clippy -D warnings, tests"
+(cd benches/harness && cargo fmt --check && cargo clippy -q --all-targets -- -D warnings && cargo test -q)
+echo "== fault tools (scripts/faults/tools/faultkit): fmt, clippy -D warnings"
+(cd scripts/faults/tools/faultkit && cargo fmt --check && cargo clippy -q --all-targets -- -D warnings)
+echo "== axum peer (benches/peers/axum-sse): fmt, clippy -D warnings"
+(cd benches/peers/axum-sse && cargo fmt --check && cargo clippy -q --all-targets -- -D warnings)
+
+echo "== fuzz targets: committed seeds replayed"
+scripts/fuzz.sh --replay
+
 if [ "${SKIP_DEPLOY:-}" = 1 ]; then
   if [ "${CI:-}" = true ]; then
     echo "SKIP_DEPLOY is not allowed in CI" >&2
     exit 1
   fi
-  echo "== deployment tests skipped (SKIP_DEPLOY=1)"
+  echo "== deployment tests and benchmark smoke run skipped (SKIP_DEPLOY=1)"
   exit 0
 fi
 echo "== deployment tests"
 tests/deploy/run.sh
+
+# Speed is reported, not asserted (README, "Benchmarks"); what is asserted is
+# that the tooling works end to end against all three servers and that no
+# run lost, duplicated or reordered an event.
+echo "== benchmark smoke run: QUICK=1 scripts/bench.sh and scripts/compare.sh"
+smoke=$(mktemp -d /tmp/ssecast-bench-smoke.XXXXXX)
+trap 'rm -rf "$smoke"' EXIT
+QUICK=1 OUT="$smoke/bench" scripts/bench.sh > "$smoke/bench.log" 2>&1 \
+  || { cat "$smoke/bench.log"; echo "scripts/bench.sh failed" >&2; exit 1; }
+QUICK=1 OUT="$smoke/compare" scripts/compare.sh > "$smoke/compare.log" 2>&1 \
+  || { cat "$smoke/compare.log"; echo "scripts/compare.sh failed" >&2; exit 1; }
+cat "$smoke/compare.md"
+benches/check_results.py --self-test "$smoke/bench.json" | grep '^self-test'
+benches/check_results.py "$smoke/bench.json" "$smoke/compare/ssecast.json" \
+  "$smoke/compare/nchan.json" "$smoke/compare/axum.json"

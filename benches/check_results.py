@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Correctness check of benchmark results (what CI asserts after a QUICK run).
+
+    benches/check_results.py FILE.json [FILE.json ...]
+
+Each FILE is what scripts/bench.sh writes (bench-<UTC>.json) or one peer's
+file from scripts/compare.sh (compare-<UTC>/<peer>.json): {"machine", "runs"}.
+Speed is never asserted here (figures belong in the README, not in a test
+that flakes on a shared machine); what must hold on any machine is:
+
+- every run finished (`ok`), every subscriber connected, none failed;
+- memory was read (bytes per subscriber is a number above zero);
+- every acknowledged event reached every subscriber exactly once and in
+  publish order: deliveries == expected, lost == dup == out_of_order == 0,
+  no publish errors, no subscriber disconnected;
+- idle runs kept every subscriber and saw heartbeats (not asserted for the
+  peers named by `--no-heartbeats PEER,...`, default axum: its keep-alive is
+  fixed at 15 s, longer than a quick run's hold);
+- the raw-write baseline wrote without errors.
+
+Prints one line per run and exits 1 if any check failed.
+
+    benches/check_results.py --self-test FILE.json
+
+breaks copies of a good FILE in the ways above and exits 1 unless every
+broken copy is caught (so a passing check means something).
+"""
+
+import copy
+
+import json
+import os
+import sys
+
+
+def fail(problems, run, msg):
+    problems.append(f"{run}: {msg}")
+
+
+def check_connect(problems, name, r):
+    c = r.get("connect") or {}
+    want = (r.get("config") or {}).get("subscribers")
+    if c.get("ok") != want or c.get("failed", 1) != 0:
+        fail(problems, name, f"connected {c.get('ok')} of {want}, failed {c.get('failed')} {c.get('failed_by_reason')}")
+    mem = r.get("memory") or {}
+    per = mem.get("rss_bytes_per_subscriber")
+    if not isinstance(per, (int, float)) or per <= 0:
+        fail(problems, name, f"no memory reading (rss_bytes_per_subscriber={per!r})")
+
+
+def check_delivery(problems, name, r):
+    p = r.get("publish") or {}
+    d = r.get("delivery") or {}
+    acked = p.get("events_acked", 0)
+    if acked <= 0 or acked != p.get("events_attempted"):
+        fail(problems, name, f"events acknowledged {acked} of {p.get('events_attempted')}, errors {p.get('errors')}")
+    if p.get("errors"):
+        fail(problems, name, f"publish errors {p.get('errors')}")
+    for key in ("lost", "duplicated", "out_of_order"):
+        if d.get(key) != 0:
+            fail(problems, name, f"{key} = {d.get(key)}")
+    if d.get("expected", 0) <= 0 or d.get("deliveries") != d.get("expected"):
+        fail(problems, name, f"deliveries {d.get('deliveries')} != expected {d.get('expected')}")
+    if d.get("disconnects"):
+        fail(problems, name, f"subscribers disconnected: {d.get('disconnects')}")
+    lat = d.get("latency_ns") or {}
+    if lat.get("count") != d.get("deliveries"):
+        fail(problems, name, f"latency samples {lat.get('count')} != deliveries {d.get('deliveries')}")
+
+
+def check_idle(problems, name, r, heartbeats):
+    h = r.get("hold") or {}
+    want = (r.get("config") or {}).get("subscribers")
+    if h.get("live_subscribers_at_end") != want or h.get("disconnects"):
+        fail(problems, name, f"live at end {h.get('live_subscribers_at_end')} of {want}, disconnects {h.get('disconnects')}")
+    if heartbeats and not h.get("heartbeats", 0) > 0:
+        fail(problems, name, "no heartbeats seen while idle")
+
+
+def check_file(path, quiet_peers):
+    with open(path, encoding="utf-8") as f:
+        doc = json.load(f)
+    peer = os.path.splitext(os.path.basename(path))[0]
+    return check_doc(doc, peer, quiet_peers)
+
+
+def check_doc(doc, peer, quiet_peers):
+    problems = []
+    path = peer
+    runs = doc.get("runs")
+    if not isinstance(runs, dict) or not runs:
+        return [f"{path}: no runs"]
+    for name, r in runs.items():
+        label = f"{peer}/{name}"
+        if not r.get("ok"):
+            fail(problems, label, f"run not ok: {r.get('error') or r.get('errors')}")
+        if r.get("mode") == "raw-write":
+            if r.get("errors") or not r.get("writes", 0) > 0:
+                fail(problems, label, f"raw-write wrote {r.get('writes')} with {r.get('errors')} errors")
+            print(f"checked {label}: {'ok' if not any(p.startswith(label + ':') for p in problems) else 'FAILED'}")
+            continue
+        check_connect(problems, label, r)
+        if r.get("mode") == "idle":
+            check_idle(problems, label, r, peer not in quiet_peers)
+        elif (r.get("config") or {}).get("events", 0) > 0:
+            check_delivery(problems, label, r)
+        print(f"checked {label}: {'ok' if not any(p.startswith(label + ':') for p in problems) else 'FAILED'}")
+    return problems
+
+
+BREAKS = [
+    ("a lost delivery", "delivery", lambda d: d.update(lost=1)),
+    ("a duplicate", "delivery", lambda d: d.update(duplicated=1)),
+    ("a reordered delivery", "delivery", lambda d: d.update(out_of_order=1)),
+    ("one delivery short", "delivery", lambda d: d.update(deliveries=d["deliveries"] - 1)),
+    ("a failed subscriber", "connect", lambda c: c.update(failed=1)),
+    ("a subscriber disconnected while idle", "hold", lambda h: h.update(disconnects={"eof": 1})),
+    ("no heartbeats while idle", "hold", lambda h: h.update(heartbeats=0)),
+]
+
+
+def self_test(path):
+    with open(path, encoding="utf-8") as f:
+        good = json.load(f)
+    if check_doc(good, "selftest", set()):
+        print(f"self-test: {path} is not a good file to start from")
+        return 1
+    missed = 0
+    for what, key, breaker in BREAKS:
+        runs = [n for n, r in good["runs"].items() if key in r]
+        if not runs:
+            continue
+        bad = copy.deepcopy(good)
+        breaker(bad["runs"][runs[0]][key])
+        caught = check_doc(bad, "selftest", set())
+        print(f"self-test: {what} in {runs[0]}: {'caught' if caught else 'MISSED'}")
+        missed += not caught
+    return 1 if missed else 0
+
+
+def main(argv):
+    args = argv[1:]
+    if args[:1] == ["--self-test"] and len(args) == 2:
+        return self_test(args[1])
+    quiet_peers = {"axum"}
+    if args[:1] == ["--no-heartbeats"] and len(args) > 1:
+        quiet_peers = set(args[1].split(","))
+        args = args[2:]
+    if not args:
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
+    problems = []
+    for path in args:
+        try:
+            problems += check_file(path, quiet_peers)
+        except (OSError, ValueError) as e:
+            problems.append(f"{path}: {e}")
+    for p in problems:
+        print(f"FAIL {p}")
+    print(f"{len(problems)} problem(s) in {len(args)} file(s)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
