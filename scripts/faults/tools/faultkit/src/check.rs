@@ -12,10 +12,14 @@ pub fn run(a: &Args) {
     let pub_log = a.opt("pub-log").unwrap_or_else(|| die("--pub-log FILE"));
     let recs = a.opt("records").unwrap_or_else(|| die("--records FILE"));
     let margin = (a.f64("margin-ms", 250.0) * 1e6) as u64;
-    let text = std::fs::read_to_string(&pub_log).unwrap_or_else(|e| die(&format!("{pub_log}: {e}")));
+    let text =
+        std::fs::read_to_string(&pub_log).unwrap_or_else(|e| die(&format!("{pub_log}: {e}")));
     let mut log: Vec<(u64, u64, u64)> = Vec::new(); // id, t_send, t_ack
     for l in text.lines() {
-        let f: Vec<u64> = l.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        let f: Vec<u64> = l
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
         if f.len() == 4 {
             log.push((f[0], f[2], f[3]));
         }
@@ -28,7 +32,8 @@ pub fn run(a: &Args) {
         }
     }
     let text = std::fs::read_to_string(&recs).unwrap_or_else(|e| die(&format!("{recs}: {e}")));
-    let (mut checked, mut with_events, mut expected_total, mut bad, mut not200, mut gaps) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut checked, mut with_events, mut expected_total, mut bad, mut not200, mut gaps) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let mut examples: Vec<String> = Vec::new();
     for l in text.lines() {
         let f: Vec<&str> = l.split_whitespace().collect();
@@ -36,7 +41,8 @@ pub fn run(a: &Args) {
             continue;
         }
         let p = |i: usize| f[i].parse::<u64>().unwrap_or(0);
-        let (t_head, t_end, status, first, last, n, gap, dups) = (p(0), p(1), p(2), p(3), p(4), p(5), p(6), p(7));
+        let (t_head, t_end, status, first, last, n, gap, dups) =
+            (p(0), p(1), p(2), p(3), p(4), p(5), p(6), p(7));
         if status != 200 || t_head == 0 {
             not200 += 1;
             continue;
@@ -81,7 +87,10 @@ pub fn run(a: &Args) {
         .num("lifetimes_missing_events", bad)
         .num("lifetimes_with_gaps", gaps)
         .num("not_200", not200);
-    let ex: Vec<String> = examples.iter().map(|e| format!("\"{}\"", e.replace('"', "'"))).collect();
+    let ex: Vec<String> = examples
+        .iter()
+        .map(|e| format!("\"{}\"", e.replace('"', "'")))
+        .collect();
     j.raw("examples", &format!("[{}]", ex.join(",")));
     println!("{}", j.done());
 }

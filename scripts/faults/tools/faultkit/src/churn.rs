@@ -49,7 +49,8 @@ pub fn run(a: &Args) {
     let resume_frac = a.f64("resume-frac", 0.3);
     let resume_q: std::cell::RefCell<std::collections::VecDeque<u64>> = Default::default();
     let mut rng2 = Rng((now_ns() << 1) | 1);
-    let (mut resume_ok, mut resume_bad, mut resume_lost, mut resume_quiet) = (0u64, 0u64, 0u64, 0u64);
+    let (mut resume_ok, mut resume_bad, mut resume_lost, mut resume_quiet) =
+        (0u64, 0u64, 0u64, 0u64);
     let mut resume_examples: Vec<String> = Vec::new();
     let mut rng = Rng(now_ns() | 1);
 
@@ -97,7 +98,10 @@ pub fn run(a: &Args) {
                     Some(f) => {
                         resume_bad += 1;
                         if resume_examples.len() < 5 {
-                            resume_examples.push(format!("resumed after {} but first id {}", c.resume_from, f));
+                            resume_examples.push(format!(
+                                "resumed after {} but first id {}",
+                                c.resume_from, f
+                            ));
                         }
                     }
                     None => resume_quiet += 1,
@@ -129,27 +133,18 @@ pub fn run(a: &Args) {
                     let e = conns.vacant_entry();
                     let key = e.key();
                     let resume = resume_q.borrow_mut().pop_front();
-                    let mut c = SubConn {
-                        stream: s,
-                        connected: false,
-                        t_start: now,
-                        t_conn: 0,
-                        t_end: 0,
-                        t_head: 0,
-                        req: match resume {
-                            Some(l) => request(&channel, Some(&l.to_string())),
-                            None => req.clone(),
-                        },
-                        req_pos: 0,
-                        sse: Sse::new(false),
-                        end: End::Open,
-                        noread: false,
-                        hup_seen: false,
-                        want: 0,
-                        resume_from: resume.unwrap_or(0),
+                    let sub_req = match resume {
+                        Some(l) => request(&channel, Some(&l.to_string())),
+                        None => req.clone(),
                     };
+                    let mut c =
+                        SubConn::new(s, now, sub_req, Sse::new(false), false, resume.unwrap_or(0));
                     poll.registry()
-                        .register(&mut c.stream, Token(key), Interest::READABLE | Interest::WRITABLE)
+                        .register(
+                            &mut c.stream,
+                            Token(key),
+                            Interest::READABLE | Interest::WRITABLE,
+                        )
                         .unwrap();
                     serial += 1;
                     let life = life_min + (life_max - life_min) * rng.unit();
@@ -182,13 +177,17 @@ pub fn run(a: &Args) {
             if *want == 0 && c.end == End::Open && c.sse.status == 200 {
                 // Everything acknowledged so far must arrive before it leaves.
                 let w = read_ack(&mut last_ack);
-                if w > 0 && c.sse.last_id.map_or(true, |l| l < w) {
+                if w > 0 && c.sse.last_id.is_none_or(|l| l < w) {
                     *want = w;
                     c.t_end = t_decide; // when it decided to leave
-                    // One that has seen no event yet may have subscribed
-                    // after w was published: wait only 1 s for it (the
-                    // publisher's log decides, by send time, in `check`).
-                    let wait = if c.sse.last_id.is_some() { settle_ns } else { QUIET_WAIT };
+                                        // One that has seen no event yet may have subscribed
+                                        // after w was published: wait only 1 s for it (the
+                                        // publisher's log decides, by send time, in `check`).
+                    let wait = if c.sse.last_id.is_some() {
+                        settle_ns
+                    } else {
+                        QUIET_WAIT
+                    };
                     timers.push(Reverse((t_decide + wait, key, ser)));
                     continue;
                 }
@@ -197,11 +196,20 @@ pub fn run(a: &Args) {
             if !c.connected {
                 connecting = connecting.saturating_sub(1);
             }
-            leave(&mut c, want, reset, &mut tail_wait, &mut tail_missing, &mut server_closed);
+            leave(
+                &mut c,
+                want,
+                reset,
+                &mut tail_wait,
+                &mut tail_missing,
+                &mut server_closed,
+            );
             lifetimes += 1;
             finish(c, &mut rec, &mut tally);
         }
-        let wait = timers.peek().map_or(20_000_000, |Reverse((at, _, _))| at.saturating_sub(now_ns()).min(20_000_000));
+        let wait = timers.peek().map_or(20_000_000, |Reverse((at, _, _))| {
+            at.saturating_sub(now_ns()).min(20_000_000)
+        });
         if let Err(e) = poll.poll(&mut events, Some(Duration::from_nanos(wait))) {
             if e.kind() != io::ErrorKind::Interrupted {
                 die(&format!("poll: {e}"));
@@ -209,9 +217,17 @@ pub fn run(a: &Args) {
         }
         for ev in events.iter() {
             let key = ev.token().0;
-            let Some((c, _, _, want)) = conns.get_mut(key) else { continue };
+            let Some((c, _, _, want)) = conns.get_mut(key) else {
+                continue;
+            };
             let was_connected = c.connected;
-            let done = drive(c, ev.is_readable() || ev.is_read_closed(), ev.is_writable(), ev.is_error() || ev.is_read_closed(), &mut buf);
+            let done = drive(
+                c,
+                ev.is_readable() || ev.is_read_closed(),
+                ev.is_writable(),
+                ev.is_error() || ev.is_read_closed(),
+                &mut buf,
+            );
             if !was_connected && (c.connected || done) {
                 connecting = connecting.saturating_sub(1);
             }
@@ -223,7 +239,14 @@ pub fn run(a: &Args) {
                 finish(c, &mut rec, &mut tally);
             } else if *want > 0 && c.sse.last_id.is_some_and(|l| l >= *want) {
                 let (mut c, _, reset, want) = conns.remove(key);
-                leave(&mut c, want, reset, &mut tail_wait, &mut tail_missing, &mut server_closed);
+                leave(
+                    &mut c,
+                    want,
+                    reset,
+                    &mut tail_wait,
+                    &mut tail_missing,
+                    &mut server_closed,
+                );
                 lifetimes += 1;
                 finish(c, &mut rec, &mut tally);
             }
@@ -254,7 +277,14 @@ pub fn run(a: &Args) {
             .collect();
         for k in keys {
             let (mut c, _, reset, want) = conns.remove(k);
-            leave(&mut c, want, reset, &mut tail_wait, &mut tail_missing, &mut server_closed);
+            leave(
+                &mut c,
+                want,
+                reset,
+                &mut tail_wait,
+                &mut tail_missing,
+                &mut server_closed,
+            );
             finish(c, &mut rec, &mut tally);
         }
         if conns.is_empty() {
@@ -264,7 +294,13 @@ pub fn run(a: &Args) {
         for ev in events.iter() {
             let key = ev.token().0;
             if let Some((c, _, _, _)) = conns.get_mut(key) {
-                drive(c, true, ev.is_writable(), ev.is_error() || ev.is_read_closed(), &mut buf);
+                drive(
+                    c,
+                    true,
+                    ev.is_writable(),
+                    ev.is_error() || ev.is_read_closed(),
+                    &mut buf,
+                );
             }
         }
     }
@@ -281,7 +317,17 @@ pub fn run(a: &Args) {
         .num("resumed_wrong_start", resume_bad)
         .num("resumed_history_lost", resume_lost)
         .num("resumed_no_event", resume_quiet)
-        .raw("resume_examples", &format!("[{}]", resume_examples.iter().map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(",")))
+        .raw(
+            "resume_examples",
+            &format!(
+                "[{}]",
+                resume_examples
+                    .iter()
+                    .map(|e| format!("\"{e}\""))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        )
         .hist_ms("tail_wait", &tail_wait);
     tally.json(&mut j);
     println!("{}", j.done());
@@ -289,7 +335,14 @@ pub fn run(a: &Args) {
 
 /// Closes a subscriber whose lifetime is over; `want` is the id it had to
 /// reach (0: none). The record keeps `t_end` = when it decided to leave.
-fn leave(c: &mut SubConn, want: u64, reset: bool, wait: &mut Hist, missing: &mut u64, server_closed: &mut u64) {
+fn leave(
+    c: &mut SubConn,
+    want: u64,
+    reset: bool,
+    wait: &mut Hist,
+    missing: &mut u64,
+    server_closed: &mut u64,
+) {
     if c.end == End::Open {
         let decided = if c.t_end > 0 { c.t_end } else { now_ns() };
         if want > 0 {

@@ -38,13 +38,19 @@ impl Args {
     pub fn f64(&self, k: &str, d: f64) -> f64 {
         self.map
             .get(k)
-            .map(|s| s.parse().unwrap_or_else(|_| die(&format!("--{k}: not a number: {s}"))))
+            .map(|s| {
+                s.parse()
+                    .unwrap_or_else(|_| die(&format!("--{k}: not a number: {s}")))
+            })
             .unwrap_or(d)
     }
     pub fn u64(&self, k: &str, d: u64) -> u64 {
         self.map
             .get(k)
-            .map(|s| s.parse().unwrap_or_else(|_| die(&format!("--{k}: not an integer: {s}"))))
+            .map(|s| {
+                s.parse()
+                    .unwrap_or_else(|_| die(&format!("--{k}: not an integer: {s}")))
+            })
             .unwrap_or(d)
     }
     pub fn flag(&self, k: &str) -> bool {
@@ -52,21 +58,30 @@ impl Args {
     }
     pub fn addr(&self) -> SocketAddrV4 {
         let a = self.str("addr", "127.0.0.1:5001");
-        a.parse().unwrap_or_else(|_| die(&format!("--addr: bad address {a}")))
+        a.parse()
+            .unwrap_or_else(|_| die(&format!("--addr: bad address {a}")))
     }
     /// `--src-ips 127.0.0.2,127.0.0.3` or `--src-count K` (127.0.0.2 ..).
     pub fn src_ips(&self) -> Vec<Option<Ipv4Addr>> {
         if let Some(s) = self.opt("src-ips") {
             return s
                 .split(',')
-                .map(|x| Some(x.trim().parse().unwrap_or_else(|_| die("--src-ips: bad ip"))))
+                .map(|x| {
+                    Some(
+                        x.trim()
+                            .parse()
+                            .unwrap_or_else(|_| die("--src-ips: bad ip")),
+                    )
+                })
                 .collect();
         }
         let k = self.u64("src-count", 0);
         if k == 0 {
             return vec![None];
         }
-        (0..k.min(250)).map(|i| Some(Ipv4Addr::new(127, 0, 0, (2 + i) as u8))).collect()
+        (0..k.min(250))
+            .map(|i| Some(Ipv4Addr::new(127, 0, 0, (2 + i) as u8)))
+            .collect()
     }
 }
 
@@ -77,7 +92,10 @@ pub fn die(msg: &str) -> ! {
 
 /// CLOCK_MONOTONIC in nanoseconds: one clock for every process on the box.
 pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes the struct passed.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -87,7 +105,9 @@ fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: a.port().to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(a.ip().octets()),
+        },
         sin_zero: [0; 8],
     }
 }
@@ -107,7 +127,11 @@ fn setopt(fd: i32, level: i32, name: i32, v: i32) {
 
 /// Starts a non-blocking connect. `rcvbuf` is set before connecting so the
 /// advertised window is small from the first byte.
-pub fn connect(dst: SocketAddrV4, src: Option<Ipv4Addr>, rcvbuf: Option<usize>) -> io::Result<TcpStream> {
+pub fn connect(
+    dst: SocketAddrV4,
+    src: Option<Ipv4Addr>,
+    rcvbuf: Option<usize>,
+) -> io::Result<TcpStream> {
     // SAFETY: raw socket calls on a descriptor owned here until handed to mio.
     unsafe {
         let fd = libc::socket(
@@ -157,7 +181,10 @@ pub fn connect(dst: SocketAddrV4, src: Option<Ipv4Addr>, rcvbuf: Option<usize>) 
 /// Closes with SO_LINGER 0: the peer gets a reset.
 pub fn set_linger_zero(s: &TcpStream) {
     use std::os::fd::AsRawFd;
-    let l = libc::linger { l_onoff: 1, l_linger: 0 };
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     // SAFETY: setsockopt with a linger struct on a socket we own.
     unsafe {
         libc::setsockopt(
@@ -181,7 +208,12 @@ pub struct Hist {
 
 impl Default for Hist {
     fn default() -> Self {
-        Hist { b: vec![0; 128 + 58 * 64], n: 0, max: 0, sum: 0 }
+        Hist {
+            b: vec![0; 128 + 58 * 64],
+            n: 0,
+            max: 0,
+            sum: 0,
+        }
     }
 }
 
@@ -293,7 +325,11 @@ pub struct MinMax {
 
 impl Default for MinMax {
     fn default() -> Self {
-        MinMax { min: u64::MAX, max: 0, n: 0 }
+        MinMax {
+            min: u64::MAX,
+            max: 0,
+            n: 0,
+        }
     }
 }
 
@@ -304,7 +340,11 @@ impl MinMax {
         self.n += 1;
     }
     pub fn min_or0(&self) -> u64 {
-        if self.n == 0 { 0 } else { self.min }
+        if self.n == 0 {
+            0
+        } else {
+            self.min
+        }
     }
 }
 

@@ -76,7 +76,11 @@ pub fn run(a: &Args) {
                 Ok(mut s) => {
                     let e = conns.vacant_entry();
                     poll.registry()
-                        .register(&mut s, Token(e.key()), Interest::READABLE | Interest::WRITABLE)
+                        .register(
+                            &mut s,
+                            Token(e.key()),
+                            Interest::READABLE | Interest::WRITABLE,
+                        )
                         .unwrap();
                     let lo = if partial { partial_act_min } else { act_min };
                     let act = lo + (act_max - lo) * unit();
@@ -114,7 +118,11 @@ pub fn run(a: &Args) {
         if now >= end {
             break;
         }
-        let due: Vec<usize> = conns.iter().filter(|(_, h)| h.acted == 0 && now >= h.act_at).map(|(k, _)| k).collect();
+        let due: Vec<usize> = conns
+            .iter()
+            .filter(|(_, h)| h.acted == 0 && now >= h.act_at)
+            .map(|(k, _)| k)
+            .collect();
         for k in due {
             let h = conns.get_mut(k).unwrap();
             h.acted = now;
@@ -166,8 +174,16 @@ pub fn run(a: &Args) {
         }
         for ev in events.iter() {
             let key = ev.token().0;
-            let Some(h) = conns.get_mut(key) else { continue };
-            let done = drive(&mut h.c, ev.is_readable() || ev.is_read_closed(), ev.is_writable(), ev.is_error() || ev.is_read_closed(), &mut buf);
+            let Some(h) = conns.get_mut(key) else {
+                continue;
+            };
+            let done = drive(
+                &mut h.c,
+                ev.is_readable() || ev.is_read_closed(),
+                ev.is_writable(),
+                ev.is_error() || ev.is_read_closed(),
+                &mut buf,
+            );
             if done {
                 if h.acted > 0 {
                     h.eof_after = Some(h.c.t_end - h.acted);
@@ -175,12 +191,18 @@ pub fn run(a: &Args) {
                 closed.push(conns.remove(key));
             }
         }
-        if conns.iter().all(|(_, h)| h.mode == Mode::Half && h.acted > 0 && h.eof_after.is_some()) && conns.is_empty() {
+        if conns
+            .iter()
+            .all(|(_, h)| h.mode == Mode::Half && h.acted > 0 && h.eof_after.is_some())
+            && conns.is_empty()
+        {
             break;
         }
     }
     let mut j = Json::default();
-    j.num("per_mode", n).num("per_partial_mode", n_partial).num("connect_fail", fails);
+    j.num("per_mode", n)
+        .num("per_partial_mode", n_partial)
+        .num("connect_fail", fails);
     let all: Vec<&H> = closed.iter().chain(conns.iter().map(|(_, h)| h)).collect();
     for (mode, label) in MODES {
         let of: Vec<&&H> = all.iter().filter(|h| h.mode == mode).collect();
@@ -189,7 +211,10 @@ pub fn run(a: &Args) {
         let with_events = of.iter().filter(|h| h.events_before > 0).count();
         let gaps: u64 = of.iter().map(|h| h.c.sse.gap_ids).sum();
         let framing: u64 = of.iter().map(|h| h.c.sse.framing_errors).sum();
-        let early = of.iter().filter(|h| h.acted == 0 && h.c.end != End::Open).count();
+        let early = of
+            .iter()
+            .filter(|h| h.acted == 0 && h.c.end != End::Open)
+            .count();
         j.num(&format!("{label}_200"), s200)
             .num(&format!("{label}_acted"), acted)
             .num(&format!("{label}_with_events"), with_events)
@@ -210,8 +235,14 @@ pub fn run(a: &Args) {
                     }
                 }
             }
-            j.num("half_hub_closed_eof", eof).num("half_hub_closed_reset", reset)
-                .num("half_still_open", of.iter().filter(|x| x.acted > 0 && x.eof_after.is_none()).count())
+            j.num("half_hub_closed_eof", eof)
+                .num("half_hub_closed_reset", reset)
+                .num(
+                    "half_still_open",
+                    of.iter()
+                        .filter(|x| x.acted > 0 && x.eof_after.is_none())
+                        .count(),
+                )
                 .hist_ms("half_close_after", &h);
         }
     }

@@ -30,7 +30,9 @@ pub fn run(a: &Args) {
     let n = a.u64("n", 300);
     let rate = a.f64("rate", 1000.0);
     let duration = a.f64("duration", 10.0);
-    let close_at = a.opt("close-at").map(|v| v.parse::<f64>().unwrap_or_else(|_| die("--close-at")));
+    let close_at = a
+        .opt("close-at")
+        .map(|v| v.parse::<f64>().unwrap_or_else(|_| die("--close-at")));
     let close_count = a.u64("close-count", 0);
     let path = a.str("path", "/events?channel=hold");
     let srcs = a.src_ips();
@@ -61,7 +63,11 @@ pub fn run(a: &Args) {
                 Ok(mut s) => {
                     let e = conns.vacant_entry();
                     poll.registry()
-                        .register(&mut s, Token(e.key()), Interest::READABLE | Interest::WRITABLE)
+                        .register(
+                            &mut s,
+                            Token(e.key()),
+                            Interest::READABLE | Interest::WRITABLE,
+                        )
                         .unwrap();
                     e.insert(Held {
                         stream: Some(s),
@@ -99,8 +105,12 @@ pub fn run(a: &Args) {
         }
         for ev in events.iter() {
             let key = ev.token().0;
-            let Some(c) = conns.get_mut(key) else { continue };
-            let Some(stream) = c.stream.as_mut() else { continue };
+            let Some(c) = conns.get_mut(key) else {
+                continue;
+            };
+            let Some(stream) = c.stream.as_mut() else {
+                continue;
+            };
             if !c.connected {
                 if !(ev.is_writable() || ev.is_error()) {
                     continue;
@@ -161,13 +171,34 @@ pub fn run(a: &Args) {
         .num("connected", cnt(&|c| c.connected))
         .num("status_200", cnt(&|c| c.status == 200) + closed_by_us)
         .num("status_503", cnt(&|c| c.status == 503))
-        .num("status_503_retry_after", cnt(&|c| c.status == 503 && c.retry_after))
-        .num("status_other", cnt(&|c| c.status != 0 && c.status != 200 && c.status != 503))
-        .num("closed_without_answer", cnt(&|c| c.status == 0 && c.ended.is_some()))
-        .num("waiting_without_answer", cnt(&|c| c.connected && c.status == 0 && c.ended.is_none()))
-        .num("streams_open_at_end", cnt(&|c| c.status == 200 && c.ended.is_none()))
-        .num("streams_closed_by_hub", cnt(&|c| c.status == 200 && c.ended.is_some()))
+        .num(
+            "status_503_retry_after",
+            cnt(&|c| c.status == 503 && c.retry_after),
+        )
+        .num(
+            "status_other",
+            cnt(&|c| c.status != 0 && c.status != 200 && c.status != 503),
+        )
+        .num(
+            "closed_without_answer",
+            cnt(&|c| c.status == 0 && c.ended.is_some()),
+        )
+        .num(
+            "waiting_without_answer",
+            cnt(&|c| c.connected && c.status == 0 && c.ended.is_none()),
+        )
+        .num(
+            "streams_open_at_end",
+            cnt(&|c| c.status == 200 && c.ended.is_none()),
+        )
+        .num(
+            "streams_closed_by_hub",
+            cnt(&|c| c.status == 200 && c.ended.is_some()),
+        )
         .num("closed_by_us", closed_by_us)
-        .num("accepted_after_close", cnt(&|c| c.status == 200 && after(c)));
+        .num(
+            "accepted_after_close",
+            cnt(&|c| c.status == 200 && after(c)),
+        );
     println!("{}", j.done());
 }

@@ -17,7 +17,9 @@ fn one(stream: &mut TcpStream, path: &str, keepalive: bool, buf: &mut Vec<u8>) -
     let mut tmp = [0u8; 8192];
     loop {
         if let Some(he) = find(buf, b"\r\n\r\n") {
-            let clen: usize = header(&buf[..he + 4], "content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let clen: usize = header(&buf[..he + 4], "content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
             if buf.len() >= he + 4 + clen {
                 return status_of(buf);
             }
@@ -76,7 +78,10 @@ pub fn run(a: &Args) {
         }
     }
     let mut j = Json::default();
-    j.num("ok", ok).num("non200", non200).num("failed", fail).hist_ms("lat", &h);
+    j.num("ok", ok)
+        .num("non200", non200)
+        .num("failed", fail)
+        .hist_ms("lat", &h);
     println!("{}", j.done());
 }
 
@@ -112,6 +117,8 @@ pub fn peek(a: &Args) {
         })
         .collect();
     let mut j = Json::default();
-    j.num("status", sse.status).b("retry", sse.retry_seen).raw("events", &format!("[{}]", evs.join(",")));
+    j.num("status", sse.status)
+        .b("retry", sse.retry_seen)
+        .raw("events", &format!("[{}]", evs.join(",")));
     println!("{}", j.done());
 }

@@ -36,7 +36,9 @@ pub fn run(a: &Args) {
     let start_delay = a.f64("delay", 0.0);
     // The last acknowledged id, rewritten in place after every answer, for a
     // subscriber process that must know what has been published so far.
-    let ack_file = a.opt("ack-file").map(|p| std::fs::File::create(&p).unwrap_or_else(|e| die(&format!("{p}: {e}"))));
+    let ack_file = a
+        .opt("ack-file")
+        .map(|p| std::fs::File::create(&p).unwrap_or_else(|e| die(&format!("{p}: {e}"))));
     let pad: String = "x".repeat(size);
 
     let mut poll = Poll::new().unwrap();
@@ -64,8 +66,8 @@ pub fn run(a: &Args) {
     if start_delay > 0.0 {
         std::thread::sleep(Duration::from_secs_f64(start_delay));
     }
-    for i in 0..nconns {
-        conns[i] = open(&poll, i);
+    for (i, c) in conns.iter_mut().enumerate() {
+        *c = open(&poll, i);
     }
     let t0 = now_ns();
     let end = t0 + (duration * 1e9) as u64;
@@ -86,7 +88,9 @@ pub fn run(a: &Args) {
     loop {
         let now = now_ns();
         let sending = now < end && seq < max_count;
-        let all_idle = conns.iter().all(|c| c.as_ref().map_or(true, |c| c.inflight.is_empty()));
+        let all_idle = conns
+            .iter()
+            .all(|c| c.as_ref().is_none_or(|c| c.inflight.is_empty()));
         if !sending && all_idle {
             break;
         }
@@ -94,15 +98,15 @@ pub fn run(a: &Args) {
             break; // answers that never come
         }
         // Drop dead connections; reopen them when asked to.
-        for i in 0..nconns {
-            if conns[i].as_ref().is_some_and(|c| c.dead) {
-                if let Some(c) = conns[i].take() {
+        for (i, slot) in conns.iter_mut().enumerate() {
+            if slot.as_ref().is_some_and(|c| c.dead) {
+                if let Some(c) = slot.take() {
                     lost_inflight += c.inflight.len() as u64;
                 }
             }
-            if conns[i].is_none() && sending && reconnect && now - last_reconnect > 100_000_000 {
+            if slot.is_none() && sending && reconnect && now - last_reconnect > 100_000_000 {
                 last_reconnect = now;
-                conns[i] = open(&poll, i);
+                *slot = open(&poll, i);
             }
         }
         if conns.iter().all(|c| c.is_none()) && (!sending || !reconnect) {
@@ -121,7 +125,8 @@ pub fn run(a: &Args) {
                 }
                 while c.inflight.len() < window && seq < allowed.min(max_count) {
                     let t = now_ns();
-                    let body = format!("{{\"channel\":\"{channel}\",\"data\":\"s={seq} t={t} {pad}\"}}");
+                    let body =
+                        format!("{{\"channel\":\"{channel}\",\"data\":\"s={seq} t={t} {pad}\"}}");
                     let _ = write!(
                         c.out,
                         "POST /events/broadcast HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
@@ -137,7 +142,11 @@ pub fn run(a: &Args) {
                 flush(c, &mut conn_errors);
             }
         }
-        let timeout = if rate > 0.0 { Duration::from_micros(500) } else { Duration::from_millis(50) };
+        let timeout = if rate > 0.0 {
+            Duration::from_micros(500)
+        } else {
+            Duration::from_millis(50)
+        };
         if let Err(e) = poll.poll(&mut events, Some(timeout)) {
             if e.kind() != io::ErrorKind::Interrupted {
                 die(&format!("poll: {e}"));
@@ -182,21 +191,28 @@ pub fn run(a: &Args) {
             let mut off = 0;
             while let Some(he) = find(&c.inbuf[off..], b"\r\n\r\n") {
                 let head = &c.inbuf[off..off + he + 4];
-                let clen: usize = header(head, "content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+                let clen: usize = header(head, "content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
                 if c.inbuf.len() < off + he + 4 + clen {
                     break;
                 }
                 let status = status_of(head).unwrap_or(0);
                 let body = &c.inbuf[off + he + 4..off + he + 4 + clen];
                 off += he + 4 + clen;
-                let Some((s, t_send)) = c.inflight.pop_front() else { continue };
+                let Some((s, t_send)) = c.inflight.pop_front() else {
+                    continue;
+                };
                 if status != 200 {
                     non200 += 1;
                     continue;
                 }
                 let id = find(body, b"\"id\":").and_then(|i| {
                     let r = &body[i + 5..];
-                    let e = r.iter().position(|c| !c.is_ascii_digit()).unwrap_or(r.len());
+                    let e = r
+                        .iter()
+                        .position(|c| !c.is_ascii_digit())
+                        .unwrap_or(r.len());
                     std::str::from_utf8(&r[..e]).ok()?.parse::<u64>().ok()
                 });
                 if let Some(id) = id {
@@ -221,7 +237,9 @@ pub fn run(a: &Args) {
     }
     let elapsed = (now_ns() - t0) as f64 / 1e9;
     if let Some(p) = &log_path {
-        let mut f = io::BufWriter::new(std::fs::File::create(p).unwrap_or_else(|e| die(&format!("{p}: {e}"))));
+        let mut f = io::BufWriter::new(
+            std::fs::File::create(p).unwrap_or_else(|e| die(&format!("{p}: {e}"))),
+        );
         log.sort_unstable();
         for (id, s, ts, ta) in &log {
             let _ = writeln!(f, "{id} {s} {ts} {ta}");
@@ -237,7 +255,10 @@ pub fn run(a: &Args) {
         .num("first_id", ids.min_or0())
         .num("last_id", ids.max)
         .b("ids_increasing", ids_increasing)
-        .b("ids_contiguous", ids.n == 0 || ids.max - ids.min + 1 == ids.n)
+        .b(
+            "ids_contiguous",
+            ids.n == 0 || ids.max - ids.min + 1 == ids.n,
+        )
         .f("seconds", elapsed)
         .f("rate", acked as f64 / elapsed.max(1e-9))
         .hist_ms("ack", &ack_lat);

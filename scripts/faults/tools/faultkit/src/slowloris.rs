@@ -61,7 +61,7 @@ pub fn run(a: &Args) {
             let drip = match mode.as_str() {
                 "drip" => true,
                 "silent" => false,
-                _ => opened % 2 == 0,
+                _ => opened.is_multiple_of(2),
             };
             let src = srcs[opened as usize % srcs.len()];
             opened += 1;
@@ -69,7 +69,11 @@ pub fn run(a: &Args) {
                 Ok(mut s) => {
                     let e = conns.vacant_entry();
                     poll.registry()
-                        .register(&mut s, Token(e.key()), Interest::READABLE | Interest::WRITABLE)
+                        .register(
+                            &mut s,
+                            Token(e.key()),
+                            Interest::READABLE | Interest::WRITABLE,
+                        )
                         .unwrap();
                     e.insert(Slow {
                         stream: s,
@@ -93,7 +97,12 @@ pub fn run(a: &Args) {
         if now - last_scan >= 20_000_000 {
             last_scan = now;
             for (_, c) in conns.iter_mut() {
-                if c.connected && c.drip && c.t_close == 0 && now >= c.next_send && c.sent < request.len() {
+                if c.connected
+                    && c.drip
+                    && c.t_close == 0
+                    && now >= c.next_send
+                    && c.sent < request.len()
+                {
                     match c.stream.write(&request[c.sent..c.sent + 1]) {
                         Ok(1) => {
                             if c.sent == 0 {
@@ -119,7 +128,9 @@ pub fn run(a: &Args) {
         }
         for ev in events.iter() {
             let key = ev.token().0;
-            let Some(c) = conns.get_mut(key) else { continue };
+            let Some(c) = conns.get_mut(key) else {
+                continue;
+            };
             if !c.connected {
                 if !(ev.is_writable() || ev.is_error()) {
                     continue;
@@ -170,7 +181,8 @@ pub fn run(a: &Args) {
             cdelay.add((c.t_conn - c.t_start) / 1000);
         }
     }
-    let connected = done.iter().filter(|c| c.connected).count() as u64 + conns.iter().filter(|(_, c)| c.connected).count() as u64;
+    let connected = done.iter().filter(|c| c.connected).count() as u64
+        + conns.iter().filter(|(_, c)| c.connected).count() as u64;
     let mut j = Json::default();
     j.num("target", n)
         .num("connect_fail", connect_fail)
@@ -181,7 +193,8 @@ pub fn run(a: &Args) {
     for (label, want_drip) in [("drip", true), ("silent", false)] {
         let mut from_conn = Hist::default();
         let mut from_first = Hist::default();
-        let (mut closed, mut s408, mut other, mut empty, mut resets, mut open) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+        let (mut closed, mut s408, mut other, mut empty, mut resets, mut open) =
+            (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
         let mut min_conn = MinMax::default();
         for c in done.iter().filter(|c| c.drip == want_drip) {
             closed += 1;
@@ -210,7 +223,10 @@ pub fn run(a: &Args) {
             .num(&format!("{label}_other_status"), other)
             .num(&format!("{label}_no_response"), empty)
             .num(&format!("{label}_resets"), resets)
-            .f(&format!("{label}_close_min_ms"), min_conn.min_or0() as f64 / 1000.0)
+            .f(
+                &format!("{label}_close_min_ms"),
+                min_conn.min_or0() as f64 / 1000.0,
+            )
             .hist_ms(&format!("{label}_close"), &from_conn)
             .hist_ms(&format!("{label}_close_after_first_byte"), &from_first);
     }

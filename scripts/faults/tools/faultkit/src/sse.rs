@@ -64,7 +64,10 @@ pub struct Sse {
 
 impl Sse {
     pub fn new(latency: bool) -> Sse {
-        Sse { lat: if latency { Some(Hist::default()) } else { None }, ..Default::default() }
+        Sse {
+            lat: if latency { Some(Hist::default()) } else { None },
+            ..Default::default()
+        }
     }
 
     /// Feeds received bytes. `now` is when the read returned.
@@ -78,7 +81,8 @@ impl Sse {
             let rest = self.head_buf.split_off(end + 4);
             let head = std::mem::take(&mut self.head_buf);
             self.status = status_of(&head).unwrap_or(0);
-            self.chunked = header(&head, "transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+            self.chunked = header(&head, "transfer-encoding")
+                .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
             self.head = Some(head);
             if self.status != 200 {
                 return;
@@ -127,7 +131,9 @@ impl Sse {
                         continue;
                     }
                     let hex = l.split(|&c| c == b';').next().unwrap_or(b"");
-                    let size = std::str::from_utf8(hex).ok().and_then(|h| u64::from_str_radix(h.trim(), 16).ok());
+                    let size = std::str::from_utf8(hex)
+                        .ok()
+                        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok());
                     match size {
                         Some(0) => self.chunk = Chunk::Trailer,
                         Some(n) => self.chunk = Chunk::Data(n),
@@ -141,7 +147,11 @@ impl Sse {
                     let take = (n as usize).min(b.len());
                     let (d, rest) = b.split_at(take);
                     b = rest;
-                    self.chunk = if n as usize == take { Chunk::Crlf(0) } else { Chunk::Data(n - take as u64) };
+                    self.chunk = if n as usize == take {
+                        Chunk::Crlf(0)
+                    } else {
+                        Chunk::Data(n - take as u64)
+                    };
                     self.feed_body(d, now);
                 }
                 Chunk::Crlf(k) => {
@@ -239,7 +249,11 @@ impl Sse {
             self.first_event_name = Some(name.clone());
         }
         if self.kept.len() < self.keep {
-            self.kept.push((id.unwrap_or(0), name.clone(), String::from_utf8_lossy(&self.data_first).into_owned()));
+            self.kept.push((
+                id.unwrap_or(0),
+                name.clone(),
+                String::from_utf8_lossy(&self.data_first).into_owned(),
+            ));
         }
         if name == "history-lost" {
             self.history_lost = Some(String::from_utf8_lossy(&self.data_first).into_owned());
@@ -262,7 +276,7 @@ impl Sse {
                     self.dups += 1;
                 }
             }
-            if self.last_id.map_or(true, |l| i > l) {
+            if self.last_id.is_none_or(|l| i > l) {
                 self.last_id = Some(i);
             }
             if let Some(h) = self.lat.as_mut() {
@@ -282,6 +296,9 @@ impl Sse {
 pub fn parse_t(d: &[u8]) -> Option<u64> {
     let i = find(d, b"t=")?;
     let rest = &d[i + 2..];
-    let end = rest.iter().position(|c| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let end = rest
+        .iter()
+        .position(|c| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }

@@ -44,8 +44,40 @@ pub struct SubConn {
     pub resume_from: u64,
 }
 
+impl SubConn {
+    /// A subscriber whose socket was just opened at `now` and still has to
+    /// send `req`.
+    pub fn new(
+        stream: TcpStream,
+        now: u64,
+        req: Vec<u8>,
+        sse: Sse,
+        noread: bool,
+        resume_from: u64,
+    ) -> Self {
+        SubConn {
+            stream,
+            connected: false,
+            t_start: now,
+            t_conn: 0,
+            t_end: 0,
+            t_head: 0,
+            req,
+            req_pos: 0,
+            sse,
+            end: End::Open,
+            noread,
+            hup_seen: false,
+            want: 0,
+            resume_from,
+        }
+    }
+}
+
 pub fn request(channel: &str, last_id: Option<&str>) -> Vec<u8> {
-    let mut r = format!("GET /events?channel={channel} HTTP/1.1\r\nHost: hub\r\nAccept: text/event-stream\r\n");
+    let mut r = format!(
+        "GET /events?channel={channel} HTTP/1.1\r\nHost: hub\r\nAccept: text/event-stream\r\n"
+    );
     if let Some(l) = last_id {
         r.push_str(&format!("Last-Event-ID: {l}\r\n"));
     }
@@ -54,7 +86,13 @@ pub fn request(channel: &str, last_id: Option<&str>) -> Vec<u8> {
 }
 
 /// Drives one connection after a readiness event. Returns true when it ended.
-pub fn drive(c: &mut SubConn, readable: bool, writable: bool, errored: bool, buf: &mut [u8]) -> bool {
+pub fn drive(
+    c: &mut SubConn,
+    readable: bool,
+    writable: bool,
+    errored: bool,
+    buf: &mut [u8],
+) -> bool {
     if !c.connected {
         if !(writable || errored) {
             return false;
@@ -243,7 +281,14 @@ impl Tally {
             .num("last_id_max", self.last.max)
             .num("count_min", self.count.min_or0())
             .num("count_max", self.count.max)
-            .f("eof_spread_s", if self.eof_at.n > 0 { (self.eof_at.max - self.eof_at.min) as f64 / 1e9 } else { 0.0 })
+            .f(
+                "eof_spread_s",
+                if self.eof_at.n > 0 {
+                    (self.eof_at.max - self.eof_at.min) as f64 / 1e9
+                } else {
+                    0.0
+                },
+            )
             .hist_ms("lat", &self.lat);
     }
 }
@@ -253,7 +298,9 @@ pub fn run(a: &Args) {
     let channel = a.str("channel", "faults");
     let n = a.u64("n", 10);
     let duration = a.f64("duration", 10.0);
-    let rcvbuf = a.opt("rcvbuf").map(|v| v.parse::<usize>().unwrap_or_else(|_| die("--rcvbuf")));
+    let rcvbuf = a
+        .opt("rcvbuf")
+        .map(|v| v.parse::<usize>().unwrap_or_else(|_| die("--rcvbuf")));
     let noread = a.flag("noread");
     let lat = a.flag("lat");
     let last_id = a.opt("last-id");
@@ -297,24 +344,13 @@ pub fn run(a: &Args) {
                 Ok(s) => {
                     let e = conns.vacant_entry();
                     let key = e.key();
-                    let mut c = SubConn {
-                        stream: s,
-                        connected: false,
-                        t_start: now,
-                        t_conn: 0,
-                        t_end: 0,
-                        t_head: 0,
-                        req: req.clone(),
-                        req_pos: 0,
-                        sse: Sse::new(lat),
-                        end: End::Open,
-                        noread,
-                        hup_seen: false,
-                        want: 0,
-                        resume_from: 0,
-                    };
+                    let mut c = SubConn::new(s, now, req.clone(), Sse::new(lat), noread, 0);
                     poll.registry()
-                        .register(&mut c.stream, Token(key), Interest::READABLE | Interest::WRITABLE)
+                        .register(
+                            &mut c.stream,
+                            Token(key),
+                            Interest::READABLE | Interest::WRITABLE,
+                        )
                         .unwrap();
                     e.insert(c);
                     connecting += 1;
@@ -327,7 +363,10 @@ pub fn run(a: &Args) {
         }
         if !ready_written && to_open == 0 && wave >= 1 {
             // Ready once every first-wave subscriber has its response head.
-            let heads = conns.iter().filter(|(_, c)| c.sse.head.is_some() || (c.noread && c.req_pos == c.req.len())).count() as u64;
+            let heads = conns
+                .iter()
+                .filter(|(_, c)| c.sse.head.is_some() || (c.noread && c.req_pos == c.req.len()))
+                .count() as u64;
             if heads + tally.opened >= n {
                 ready_written = true;
                 if let Some(p) = &ready_file {
@@ -345,9 +384,17 @@ pub fn run(a: &Args) {
         }
         for ev in events.iter() {
             let key = ev.token().0;
-            let Some(c) = conns.get_mut(key) else { continue };
+            let Some(c) = conns.get_mut(key) else {
+                continue;
+            };
             let was_connected = c.connected;
-            let done = drive(c, ev.is_readable() || ev.is_read_closed(), ev.is_writable(), ev.is_error() || ev.is_read_closed(), &mut buf);
+            let done = drive(
+                c,
+                ev.is_readable() || ev.is_read_closed(),
+                ev.is_writable(),
+                ev.is_error() || ev.is_read_closed(),
+                &mut buf,
+            );
             if !was_connected && (c.connected || done) {
                 connecting = connecting.saturating_sub(1);
             }
