@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# ssecast against its peers under the same load: nginx + nchan, and a minimal
-# axum + tokio broadcaster. Each peer is started fresh for every run, pinned to
+# ssecast against its peers under the same load: nginx + nchan, a minimal
+# axum + tokio broadcaster, and Pushpin (in front of a small origin that holds
+# every subscriber on one channel). Each peer is started fresh for every run, pinned to
 # core $SERVER_CPU (0); the load client runs on core $CLIENT_CPU (1). Runs per
 # peer: density (connect + memory), fan-out (8 publishers), latency (one event
 # at a time at 5/s), idle cost with a heartbeat every $HEARTBEAT s.
@@ -24,7 +25,7 @@ source "$ROOT/benches/lib/common.sh"
 if [[ ${QUICK:-0} == 1 ]]; then
     : "${SUBS:=1000}" "${FANOUT_EVENTS:=100}" "${LATENCY_EVENTS:=10}" "${IDLE_HOLD:=5}" "${HEARTBEAT:=2}"
 fi
-PEERS=${PEERS:-"ssecast nchan axum"}
+PEERS=${PEERS:-"ssecast nchan axum pushpin"}
 SUBS=${SUBS:-10000}
 PUBLISHERS=${PUBLISHERS:-8}
 FANOUT_EVENTS=${FANOUT_EVENTS:-300}
@@ -43,12 +44,20 @@ ensure_nchan() {
         >/dev/null || die "could not install nginx + nchan"
 }
 
+ensure_pushpin() {
+    command -v pushpin >/dev/null && command -v condure >/dev/null && command -v zurl >/dev/null && return 0
+    log "installing pushpin"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pushpin \
+        >/dev/null || die "could not install pushpin"
+}
+
 # start PEER: a fresh server of that kind; sets PORT, SERVER_PID(S), PRESET.
 start_peer() {
     case $1 in
         ssecast) start_ssecast --heartbeat-interval "$HEARTBEAT"; PRESET=ssecast ;;
         nchan) start_nchan "$HEARTBEAT"; PRESET=nchan ;;
         axum) start_axum; PRESET=axum ;;
+        pushpin) start_pushpin "$HEARTBEAT"; PRESET=pushpin ;;
         *) die "unknown peer $1" ;;
     esac
 }
@@ -61,6 +70,7 @@ for p in $PEERS; do
         ssecast) build_ssecast ;;
         nchan) ensure_nchan ;;
         axum) build_axum ;;
+        pushpin) ensure_pushpin ;;
     esac
 done
 if [[ $PEERS == *axum* && $HEARTBEAT != 15 ]]; then

@@ -11,6 +11,8 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 SERVER_PID=""
 SERVER_PIDS=""
 SERVER_TMP=""
+PUB_PORT=""   # set when publishes go to another port than subscribes (Pushpin)
+ORIGIN_PID=""
 NEXT_PORT=${BASE_PORT:-5600}
 
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
@@ -80,7 +82,42 @@ start_nchan() { # HEARTBEAT_SECONDS
     SERVER_PIDS="$SERVER_PID${workers:+,$workers}"
 }
 
+# Pushpin (Debian package pushpin: condure, zurl, pushpin-proxy,
+# pushpin-handler) in front of benches/peers/pushpin/origin.py, which tells it
+# to hold every subscriber on the channel `bench`. Everything server-side,
+# the origin too, runs on $SERVER_CPU; memory and CPU are read from the
+# launcher and its four services (the origin is the application, not the hub).
+start_pushpin() { # HEARTBEAT_SECONDS
+    next_port
+    local origin_port pub_port
+    pub_port=$((PORT + 1000))
+    origin_port=$((PORT + 2000))
+    NEXT_PORT=$((NEXT_PORT + 1))
+    SERVER_TMP=$(mktemp -d /tmp/ssecast-pushpin.XXXXXX)
+    mkdir -p "$SERVER_TMP/run" "$SERVER_TMP/log"
+    sed -e "s#@PREFIX@#$SERVER_TMP#g" -e "s#@PORT@#$PORT#g" -e "s#@PUBPORT@#$pub_port#g" \
+        "$ROOT/benches/peers/pushpin/pushpin.conf.template" >"$SERVER_TMP/pushpin.conf"
+    echo "* 127.0.0.1:$origin_port" >"$SERVER_TMP/routes"
+    taskset -c "$SERVER_CPU" python3 "$ROOT/benches/peers/pushpin/origin.py" "$origin_port" bench "$1" \
+        2>>"$OUT/server-pushpin-origin.log" &
+    ORIGIN_PID=$!
+    wait_port "$origin_port" "$ORIGIN_PID" || die "pushpin origin did not listen on $origin_port"
+    taskset -c "$SERVER_CPU" pushpin --config "$SERVER_TMP/pushpin.conf" >"$SERVER_TMP/log/launcher.log" 2>&1 &
+    SERVER_PID=$!
+    wait_port "$PORT" "$SERVER_PID" || die "pushpin did not listen on $PORT (see $SERVER_TMP/log)"
+    wait_port "$pub_port" "$SERVER_PID" || die "pushpin's publish API did not listen on $pub_port"
+    PUB_PORT=$pub_port
+    local services
+    services=$(ps --ppid "$SERVER_PID" -o pid= | tr -d ' ' | paste -sd, -)
+    SERVER_PIDS="$SERVER_PID${services:+,$services}"
+}
+
 stop_server() {
+    if [[ -n $ORIGIN_PID ]]; then
+        kill -TERM "$ORIGIN_PID" 2>/dev/null || true
+        wait "$ORIGIN_PID" 2>/dev/null || true
+        ORIGIN_PID=""
+    fi
     [[ -n $SERVER_PID ]] || return 0
     kill -TERM "$SERVER_PID" 2>/dev/null || true
     local i
@@ -92,9 +129,13 @@ stop_server() {
     wait "$SERVER_PID" 2>/dev/null || true
     if [[ -n $SERVER_TMP ]]; then
         cp "$SERVER_TMP/error.log" "$OUT/server-nchan-error.log" 2>/dev/null || true
+        local f
+        for f in "$SERVER_TMP"/log/*.log; do # Pushpin's: appended, one file per service
+            [[ -f $f ]] && cat "$f" >>"$OUT/server-pushpin-$(basename "$f")"
+        done
         rm -rf "$SERVER_TMP"
     fi
-    SERVER_PID="" SERVER_PIDS="" SERVER_TMP=""
+    SERVER_PID="" SERVER_PIDS="" SERVER_TMP="" PUB_PORT=""
     sleep 1
 }
 
@@ -105,6 +146,7 @@ load() {
     shift 2
     local rc=0
     taskset -c "$CLIENT_CPU" "$HARNESS" "$mode" --server "127.0.0.1:$PORT" \
+        ${PUB_PORT:+--pub-server "127.0.0.1:$PUB_PORT"} \
         --server-pid "$SERVER_PIDS" --label "$name" "$@" \
         >"$OUT/$name.json" 2>"$OUT/$name.err" || rc=$?
     cat "$OUT/$name.err" >>"$OUT/summary.txt"

@@ -15,7 +15,9 @@ USAGE:
 
 Target (run, idle):
   --server HOST:PORT        server address (default 127.0.0.1:5001)
-  --preset NAME             ssecast | nchan | axum: fills the paths,
+  --pub-server HOST:PORT    where publishes go when that is another
+                            address (Pushpin's publish API); default --server
+  --preset NAME             ssecast | nchan | axum | pushpin: fills the paths,
                             body template and headers below (default ssecast)
   --channel NAME            channel used by the preset (default bench)
   --sub-path PATH           subscribe request target
@@ -70,6 +72,8 @@ pub struct Config {
     pub mode: Mode,
     pub server: SocketAddrV4,
     pub host_header: String,
+    pub pub_server: SocketAddrV4,
+    pub pub_host_header: String,
     pub preset: String,
     pub sub_path: String,
     pub sub_headers: Vec<String>,
@@ -134,6 +138,19 @@ fn preset(name: &str, channel: &str) -> Result<Preset, String> {
             pub_content_type: "text/plain".into(),
             pub_body: "{{data}}".into(),
         },
+        // Pushpin in front of an origin that answers every subscribe with
+        // `Grip-Hold: stream` + `Grip-Channel: CHANNEL`
+        // (benches/peers/pushpin/origin.py); publishes go to Pushpin's HTTP
+        // publish API (`--pub-server`, port 5561 by default).
+        "pushpin" => Preset {
+            sub_path: "/events".into(),
+            sub_headers: vec![],
+            pub_path: "/publish/".into(),
+            pub_content_type: "application/json".into(),
+            pub_body: format!(
+                "{{\"items\":[{{\"channel\":\"{channel}\",\"formats\":{{\"http-stream\":{{\"content\":\"data: {{{{data_escaped}}}}\\n\\n\"}}}}}}]}}"
+            ),
+        },
         other => return Err(format!("unknown preset {other:?}")),
     };
     Ok(p)
@@ -170,6 +187,7 @@ impl Config {
     /// Parses `args` (without the program name and mode word).
     pub fn parse(mode: Mode, args: &[String]) -> Result<Config, String> {
         let mut server = "127.0.0.1:5001".to_string();
+        let mut pub_server = None;
         let mut preset_name = "ssecast".to_string();
         let mut channel = "bench".to_string();
         let mut sub_path = None;
@@ -182,6 +200,8 @@ impl Config {
             mode,
             server: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5001),
             host_header: String::new(),
+            pub_server: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5001),
+            pub_host_header: String::new(),
             preset: String::new(),
             sub_path: String::new(),
             sub_headers: vec![],
@@ -227,6 +247,7 @@ impl Config {
             };
             match flag.as_str() {
                 "--server" => server = val()?,
+                "--pub-server" => pub_server = Some(val()?),
                 "--preset" => preset_name = val()?,
                 "--channel" => channel = val()?,
                 "--sub-path" => sub_path = Some(val()?),
@@ -267,6 +288,9 @@ impl Config {
             }
         }
         cfg.server = resolve(&server)?;
+        let pub_server = pub_server.unwrap_or_else(|| server.clone());
+        cfg.pub_server = resolve(&pub_server)?;
+        cfg.pub_host_header = pub_server;
         cfg.host_header = server;
         let p = preset(&preset_name, &channel)?;
         cfg.preset = preset_name;
@@ -352,7 +376,7 @@ impl Config {
         let mut r = format!(
             "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
             self.pub_path,
-            self.host_header,
+            self.pub_host_header,
             self.pub_content_type,
             body.len()
         );
@@ -363,5 +387,59 @@ impl Config {
         r.push_str("\r\n");
         r.push_str(&body);
         r.into_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(args: &[&str]) -> Config {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        Config::parse(Mode::Run, &args).expect("flags parse")
+    }
+
+    fn body(req: &[u8]) -> &str {
+        let s = std::str::from_utf8(req).expect("utf-8 request");
+        s.split_once("\r\n\r\n").expect("head and body").1
+    }
+
+    #[test]
+    fn pushpin_preset_publishes_an_sse_frame_through_the_publish_api() {
+        let c = cfg(&[
+            "--preset",
+            "pushpin",
+            "--server",
+            "127.0.0.1:7999",
+            "--pub-server",
+            "127.0.0.1:5561",
+        ]);
+        assert_eq!(c.server.port(), 7999);
+        assert_eq!(c.pub_server.port(), 5561);
+        let req = c.publish_request(7, 1, 123, 6);
+        let head = std::str::from_utf8(&req).expect("utf-8");
+        assert!(
+            head.starts_with("POST /publish/ HTTP/1.1\r\nHost: 127.0.0.1:5561\r\n"),
+            "{head}"
+        );
+        let v: serde_json::Value = serde_json::from_str(body(&req)).expect("JSON body");
+        assert_eq!(v["items"][0]["channel"], "bench");
+        assert_eq!(
+            v["items"][0]["formats"]["http-stream"]["content"],
+            "data: {\"seq\":7,\"t\":123,\"a\":6}\n\n"
+        );
+        assert!(std::str::from_utf8(&c.subscribe_request())
+            .expect("utf-8")
+            .starts_with("GET /events HTTP/1.1\r\nHost: 127.0.0.1:7999\r\n"));
+    }
+
+    #[test]
+    fn publishes_go_to_the_subscribe_server_unless_told_otherwise() {
+        let c = cfg(&["--server", "127.0.0.1:5009"]);
+        assert_eq!(c.pub_server, c.server);
+        let req = c.publish_request(0, 1, 1, 0);
+        assert!(std::str::from_utf8(&req)
+            .expect("utf-8")
+            .contains("Host: 127.0.0.1:5009\r\n"));
     }
 }

@@ -242,7 +242,11 @@ impl<'a> Coord<'a> {
 
     fn connect_publishers(&mut self) -> Result<(), String> {
         for j in 0..self.cfg.publishers {
-            let p = Publisher::new(self.cfg.server, Token(PUB_BASE + j), self.poll.registry());
+            let p = Publisher::new(
+                self.cfg.pub_server,
+                Token(PUB_BASE + j),
+                self.poll.registry(),
+            );
             self.pubs.push(p);
         }
         let limit = now_ns() + 5_000_000_000;
@@ -430,9 +434,15 @@ fn read_worker(w: &mut WorkerProc) {
 
 /// Quick reachability check before spawning anything.
 fn probe(cfg: &Config) -> Result<(), String> {
-    StdTcpStream::connect_timeout(&cfg.server.into(), Duration::from_secs(3))
-        .map(|_| ())
-        .map_err(|e| format!("server {} unreachable: {e}", cfg.server))
+    let mut addrs = vec![cfg.server];
+    if cfg.pub_server != cfg.server && cfg.events > 0 {
+        addrs.push(cfg.pub_server);
+    }
+    for a in addrs {
+        StdTcpStream::connect_timeout(&a.into(), Duration::from_secs(3))
+            .map_err(|e| format!("server {a} unreachable: {e}"))?;
+    }
+    Ok(())
 }
 
 /// `run` and `idle`. Returns the process exit code.
@@ -506,10 +516,12 @@ pub fn run(cfg: &Config, raw_args: &[String]) -> i32 {
             let cpu0 = procs_cpu_ns(pids);
             let cl0 = c.client_cpu(&s0);
             let j0 = cpu_jiffies();
+            let w0 = now_ns();
             let r = c.publish();
             let (drained, s1) = c.drain(r.acked);
             ph.cores_publish = cores_busy(&j0, &cpu_jiffies());
             let cpu1 = procs_cpu_ns(pids);
+            ph.publish_wall_ns = now_ns().saturating_sub(w0);
             ph.server_cpu_publish = cpu0.zip(cpu1).map(|(a, b)| b - a);
             ph.client_cpu_publish = c.client_cpu(&s1).saturating_sub(cl0);
             ph.stats_before_publish = s0;

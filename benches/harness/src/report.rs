@@ -34,6 +34,9 @@ pub struct Phases {
     pub hold: Option<Hold>,
     pub server_cpu_publish: Option<u64>,
     pub client_cpu_publish: u64,
+    /// Wall time over which the two CPU figures above were taken: from the
+    /// first publish to the end of the drain.
+    pub publish_wall_ns: u64,
     pub stats_before_publish: Vec<Value>,
     pub finals: Vec<Value>,
     pub workers: usize,
@@ -276,7 +279,10 @@ pub fn emit(cfg: &Config, ph: &Phases, publish: Option<&PublishResult>) -> i32 {
         let ooo = sum(&ph.finals, "out_of_order");
         let lat = hist.summary();
         let q = |k: &str| lat.get(k).and_then(Value::as_u64).unwrap_or(0);
-        let client_pct = pct(Some(ph.client_cpu_publish), span);
+        // CPU over the window it was measured in (publish + drain), not over
+        // the delivery span: when deliveries stop early (a server that
+        // drops), the span is short but the server may have kept working.
+        let client_pct = pct(Some(ph.client_cpu_publish), ph.publish_wall_ns);
         let client_saturated = client_pct.as_f64().is_some_and(|c| c >= 90.0);
         out.insert(
             "delivery".into(),
@@ -300,7 +306,8 @@ pub fn emit(cfg: &Config, ph: &Phases, publish: Option<&PublishResult>) -> i32 {
                 "heartbeats": sum(&ph.finals, "heartbeats").saturating_sub(sum(before, "heartbeats")),
                 "disconnects": merge_maps(&ph.finals, "disconnects"),
                 "server_cpu_s": ph.server_cpu_publish.map(secs),
-                "server_cpu_pct": pct(ph.server_cpu_publish, span),
+                "server_cpu_pct": pct(ph.server_cpu_publish, ph.publish_wall_ns),
+                "cpu_window_s": secs(ph.publish_wall_ns),
                 "client_cpu_s": secs(ph.client_cpu_publish),
                 "client_cpu_pct": client_pct,
                 "client_saturated": client_saturated,
