@@ -3,7 +3,7 @@
 # test, the load harness's own checks, the committed fuzz seeds, then the
 # deployment tests with real programs (nginx, Chromium, the npm eventsource
 # client, Prometheus' parser, systemd-analyze) and a small run of both
-# benchmark scripts (ssecast, nginx+nchan, axum) whose results must show
+# benchmark scripts (ssecast, nginx+nchan, axum, Pushpin) whose results must show
 # every event delivered exactly once, in order. Whatever is missing is
 # installed or the run fails; nothing skips itself.
 #
@@ -54,4 +54,4 @@ QUICK=1 OUT="$smoke/compare" scripts/compare.sh > "$smoke/compare.log" 2>&1 \
 cat "$smoke/compare.md"
 benches/check_results.py --self-test "$smoke/bench.json" | grep '^self-test'
 benches/check_results.py "$smoke/bench.json" "$smoke/compare/ssecast.json" \
-  "$smoke/compare/nchan.json" "$smoke/compare/axum.json"
+  "$smoke/compare/nchan.json" "$smoke/compare/axum.json" "$smoke/compare/pushpin.json"
