@@ -34,7 +34,6 @@ broken copy is caught (so a passing check means something).
 """
 
 import copy
-
 import json
 import os
 import sys
@@ -98,27 +97,30 @@ def check_file(path, quiet_peers, best_effort):
     return check_doc(doc, peer, quiet_peers, best_effort)
 
 
+def check_run(problems, label, r, heartbeats, best_effort):
+    if not r.get("ok") and not best_effort:
+        fail(problems, label, f"run not ok: {r.get('error') or r.get('errors')}")
+    if r.get("mode") == "raw-write":
+        if r.get("errors") or not r.get("writes", 0) > 0:
+            fail(problems, label, f"raw-write wrote {r.get('writes')} with {r.get('errors')} errors")
+        return
+    check_connect(problems, label, r, best_effort)
+    if r.get("mode") == "idle":
+        check_idle(problems, label, r, heartbeats)
+    elif (r.get("config") or {}).get("events", 0) > 0:
+        check_delivery(problems, label, r, best_effort)
+
+
 def check_doc(doc, peer, quiet_peers, best_effort=frozenset()):
     problems = []
-    path = peer
     runs = doc.get("runs")
     if not isinstance(runs, dict) or not runs:
-        return [f"{path}: no runs"]
+        return [f"{peer}: no runs"]
     for name, r in runs.items():
         label = f"{peer}/{name}"
-        if not r.get("ok") and peer not in best_effort:
-            fail(problems, label, f"run not ok: {r.get('error') or r.get('errors')}")
-        if r.get("mode") == "raw-write":
-            if r.get("errors") or not r.get("writes", 0) > 0:
-                fail(problems, label, f"raw-write wrote {r.get('writes')} with {r.get('errors')} errors")
-            print(f"checked {label}: {'ok' if not any(p.startswith(label + ':') for p in problems) else 'FAILED'}")
-            continue
-        check_connect(problems, label, r, peer in best_effort)
-        if r.get("mode") == "idle":
-            check_idle(problems, label, r, peer not in quiet_peers)
-        elif (r.get("config") or {}).get("events", 0) > 0:
-            check_delivery(problems, label, r, peer in best_effort)
-        print(f"checked {label}: {'ok' if not any(p.startswith(label + ':') for p in problems) else 'FAILED'}")
+        before = len(problems)
+        check_run(problems, label, r, peer not in quiet_peers, peer in best_effort)
+        print(f"checked {label}: {'ok' if len(problems) == before else 'FAILED'}")
     return problems
 
 

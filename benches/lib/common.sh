@@ -92,7 +92,6 @@ start_pushpin() { # HEARTBEAT_SECONDS
     local origin_port pub_port
     pub_port=$((PORT + 1000))
     origin_port=$((PORT + 2000))
-    NEXT_PORT=$((NEXT_PORT + 1))
     SERVER_TMP=$(mktemp -d /tmp/ssecast-pushpin.XXXXXX)
     mkdir -p "$SERVER_TMP/run" "$SERVER_TMP/log"
     sed -e "s#@PREFIX@#$SERVER_TMP#g" -e "s#@PORT@#$PORT#g" -e "s#@PUBPORT@#$pub_port#g" \

@@ -37,14 +37,18 @@ class Origin(BaseHTTPRequestHandler):
         pass
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # The listen backlog: a class attribute, because the constructor listens.
+    request_queue_size = 1024
+
+
 def main():
     if len(sys.argv) != 4:
         print(__doc__.strip(), file=sys.stderr)
         return 2
     port, channel, heartbeat = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-    server = ThreadingHTTPServer(("127.0.0.1", port), Origin)
-    server.daemon_threads = True
-    server.request_queue_size = 1024
+    server = Server(("127.0.0.1", port), Origin)
     server.channel = channel
     server.heartbeat = heartbeat
     server.serve_forever()
