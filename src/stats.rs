@@ -114,7 +114,14 @@ impl Snapshot<'_> {
         json!({
             "status": if self.draining { "draining" } else { "running" },
             "version": env!("CARGO_PKG_VERSION"),
-            "connections": self.connections,
+            // `active` is open streams (what `/health` calls
+            // `sse_connections`); `open` counts every open connection, this
+            // request included.
+            "connections": {
+                "active": self.hub.subscriber_count(),
+                "open": self.connections,
+                "accepted": s.connections_accepted,
+            },
             "subscribers": self.hub.subscriber_count(),
             "channel_count": self.hub.len(),
             "channels": channels,

@@ -40,8 +40,15 @@ fn status_reports_connections_channels_and_counters() {
     assert_json_content_type(&r);
     let st = r.json();
     // 3 streams + the publisher + (maybe) this request.
-    let conns = json_u64(&st, "connections");
+    let conns = json_u64(&st["connections"], "open");
     assert!((4..=6).contains(&conns), "connections {conns}: {st}");
+    // `active` is the open streams, the same number as /health's sse_connections.
+    assert_eq!(json_u64(&st["connections"], "active"), 3, "{st}");
+    assert_eq!(
+        json_u64(&st["connections"], "accepted"),
+        json_u64(&st, "connections_accepted"),
+        "{st}"
+    );
     assert_eq!(json_u64(&st, "subscribers"), 3, "{st}");
     let channels = st["channels"]
         .as_object()

@@ -56,7 +56,7 @@ SRC=(--src-count 8)
 # settle: wait until only the status request is connected, then 3 s more
 # for lingering closes (the hub lingers up to 2 s after a response).
 settle() {
-    wait_status '.subscribers == 0 and .connections == 1' 20 || log "warning: connections did not drain"
+    wait_status '.subscribers == 0 and .connections.open == 1' 20 || log "warning: connections did not drain"
     sleep 3
 }
 
@@ -113,7 +113,7 @@ note "wait for the last acked event before leaving, p50/p99/max ms" "$(j "$C" ta
 note "publish ack latency p50/p99/max ms" "$(j "$WORK/pub" ack_p50_ms) / $(j "$WORK/pub" ack_p99_ms) / $(j "$WORK/pub" ack_max_ms)"
 check "slow consumers dropped" "$(jq '.slow_consumers_dropped' "$WORK/status2")" "0" 'v == 0'
 check "subscribers after" "$(jq '.subscribers' "$WORK/status2")" "0" 'v == 0'
-check "connections after (incl. the status request)" "$(jq '.connections' "$WORK/status2")" "1" 'v == 1'
+check "connections after (incl. the status request)" "$(jq '.connections.open' "$WORK/status2")" "1" 'v == 1'
 check "open fds after vs baseline" "$fd1 vs $fd0" "equal" "$fd1 == $fd0"
 check "RSS after - baseline, kB" "$((rss1 - rss0))" "<= $RSS_TOL_KB ($rss0 -> $rss1)" "v <= $RSS_TOL_KB"
 note "RSS peak during soak, kB" "$(awk 'BEGIN {m = 0} {if ($2 > m) m = $2} END {print m}' "$WORK/samples")"

@@ -63,7 +63,7 @@ wait_bg "$pub_pid"
 wait_bg "$pubbig_pid"
 wait_bg "$watch_pid"
 wait_bg "$watchbig_pid"
-wait_status '.subscribers == 0 and .connections == 1' 10
+wait_status '.subscribers == 0 and .connections.open == 1' 10
 sleep 2.5 # lingering closes
 status_json >"$WORK/status1"
 fd1=$(fd_count)
@@ -93,7 +93,7 @@ check "big-event watchers: every event, no gap" \
     "$(j "$W" count_min)/$(j "$P" published) gaps $(j "$W" gap_ids) eof $(j "$W" closed_eof)" "all, 0, 0" \
     "$(j "$W" count_min) == $(j "$P" published) && $(j "$W" gap_ids) == 0 && $(j "$W" closed_eof) == 0 && $(j "$W" status_200) == 2"
 check "subscribers after" "$(jq .subscribers "$WORK/status1")" "0" 'v == 0'
-check "connections after (incl. the status request)" "$(jq .connections "$WORK/status1")" "1" 'v == 1'
+check "connections after (incl. the status request)" "$(jq .connections.open "$WORK/status1")" "1" 'v == 1'
 check "open fds after vs baseline" "$fd1 vs $fd0" "equal" "$fd1 == $fd0"
 check "hub log: ERROR lines" "$(log_count 'ERROR')" "0" 'v == 0'
 kill -0 "$HUB_PID" 2>/dev/null
