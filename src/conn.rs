@@ -1,12 +1,14 @@
-//! One client connection: its socket, readiness, and which phase of life it
-//! is in. Kept small: a subscriber that is idle owns no heap memory at all.
+//! One client connection: its socket, readiness, pending output, and which
+//! phase of life it is in. Kept small: a subscriber that is idle owns no heap
+//! memory at all. Socket calls come back as [`Io`], not raw errors.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::IpAddr;
 
 use mio::net::TcpStream;
 
-use crate::http::Chunked;
+use crate::reader::RequestReader;
+use crate::stream::Subscriber;
 
 /// What a socket call came to (instead of raw io errors in the logic).
 #[derive(Debug, PartialEq, Eq)]
@@ -19,7 +21,7 @@ pub enum Io {
     Error(io::ErrorKind),
 }
 
-pub fn read(stream: &mut TcpStream, buf: &mut [u8]) -> Io {
+pub fn read(stream: &mut impl Read, buf: &mut [u8]) -> Io {
     loop {
         return match stream.read(buf) {
             Ok(0) => Io::Closed,
@@ -31,7 +33,7 @@ pub fn read(stream: &mut TcpStream, buf: &mut [u8]) -> Io {
     }
 }
 
-pub fn write_vectored(stream: &mut TcpStream, bufs: &[io::IoSlice<'_>]) -> Io {
+pub fn write_vectored(stream: &mut impl Write, bufs: &[IoSlice<'_>]) -> Io {
     loop {
         return match stream.write_vectored(bufs) {
             Ok(0) => Io::Error(io::ErrorKind::WriteZero),
@@ -67,60 +69,49 @@ pub fn reset_on_close(stream: &TcpStream) {
     }
 }
 
-/// A request that did not arrive in one read: its bytes so far.
+/// Bytes to send before anything else: responses, or a stream's head.
+/// Freed as soon as it has all gone out.
 #[derive(Default)]
-pub struct Pending {
-    pub buf: Vec<u8>,
-    /// Once the head parsed: its length and where the body ends, if known.
-    pub head_len: Option<usize>,
-    pub chunked: Chunked,
-    pub body: Vec<u8>,
-    pub continue_sent: bool,
-    /// Complete requests wait here because too much output is unsent;
-    /// they are handled as soon as it drains.
-    pub backlogged: bool,
+pub struct Out {
+    buf: Vec<u8>,
+    pos: usize,
 }
 
-/// A subscriber: a cursor into its channel's log.
-///
-/// Invariant: `log.tail() <= cursor <= log.head()`, or the subscriber is
-/// dropped in the next fan-out pass (it fell behind the history).
-#[derive(Debug)]
-pub struct Subscriber {
-    pub channel: u32,
-    /// Position in the channel's subscriber list.
-    pub index: u32,
-    pub cursor: u64,
-    /// Milliseconds since the server started, of the last write.
-    pub last_write_ms: u64,
-    /// When the socket stopped draining (ms since start), or `u64::MAX`.
-    pub stalled_since_ms: u64,
-    /// Bytes of the heartbeat still to send.
-    pub heartbeat_left: u8,
-    /// The client address counted against the per-IP limit.
-    pub counted: bool,
-    /// HTTP/1.1 streams are chunked; HTTP/1.0 ones are close-delimited.
-    pub chunked: bool,
-    /// Bytes of the open chunk's size line already sent.
-    pub chunk_head_sent: u8,
-    /// Bytes of the open chunk's closing CRLF already sent.
-    pub chunk_tail_sent: u8,
-    /// Data length of the open chunk; 0 when no chunk is open.
-    pub chunk_len: u32,
-    /// Log offset where the open chunk's data ends.
-    pub chunk_end: u64,
-    /// Frames wholly before `cursor` (`Log::complete_before`), modulo 2^32:
-    /// deliveries are counted from its change without searching the log.
-    pub frames: u32,
-}
+impl Out {
+    /// What is still to be sent.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
 
-impl Subscriber {
-    /// The heartbeat as this stream frames it.
-    pub fn heartbeat(&self) -> &'static [u8] {
-        if self.chunked {
-            crate::sse::HEARTBEAT_CHUNK
+    pub fn len(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops the first `n` pending bytes; frees the buffer when empty.
+    pub fn consume(&mut self, n: usize) {
+        self.pos += n;
+        if self.pos >= self.buf.len() {
+            self.buf = Vec::new();
+            self.pos = 0;
+        }
+    }
+
+    /// The buffer to append to (after what is pending).
+    pub fn buf(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    /// Queues `bytes`, taking the allocation when nothing is pending.
+    pub fn push_vec(&mut self, bytes: Vec<u8>) {
+        if self.is_empty() {
+            self.buf = bytes;
+            self.pos = 0;
         } else {
-            crate::sse::HEARTBEAT
+            self.buf.extend_from_slice(&bytes);
         }
     }
 }
@@ -128,11 +119,12 @@ impl Subscriber {
 pub enum Phase {
     /// Reading requests (or idle between keep-alive requests).
     ///
-    /// A request is in progress exactly when `pending` is `Some`. The timer
-    /// is the request deadline (header timeout), or, when `idle` is set, the
-    /// keep-alive idle timeout that started after the last response.
+    /// A request is in progress exactly when `reader` is `Some`. The I/O
+    /// timer is the request deadline (header timeout), or, when `idle` is
+    /// set, the keep-alive idle timeout that started after the last
+    /// response.
     Request {
-        pending: Option<Box<Pending>>,
+        reader: Option<Box<RequestReader>>,
         idle: bool,
     },
     Stream(Subscriber),
@@ -154,10 +146,15 @@ pub struct Conn {
     pub close_after: bool,
     /// The peer has finished sending (read returned 0).
     pub eof: bool,
-    /// Bytes to send before anything else: a response, or a stream's head.
-    pub out: Vec<u8>,
-    pub out_pos: usize,
+    pub out: Out,
     pub phase: Phase,
+}
+
+/// What [`Conn::flush`] did.
+pub struct Flushed {
+    pub bytes: usize,
+    /// The socket failed: the connection must be closed.
+    pub failed: bool,
 }
 
 impl Conn {
@@ -169,25 +166,11 @@ impl Conn {
             writable: false,
             close_after: false,
             eof: false,
-            out: Vec::new(),
-            out_pos: 0,
+            out: Out::default(),
             phase: Phase::Request {
-                pending: None,
+                reader: None,
                 idle: false,
             },
-        }
-    }
-
-    pub fn out_pending(&self) -> usize {
-        self.out.len() - self.out_pos
-    }
-
-    /// Drops the first `n` pending output bytes; frees the buffer when empty.
-    pub fn consume_out(&mut self, n: usize) {
-        self.out_pos += n;
-        if self.out_pos >= self.out.len() {
-            self.out = Vec::new();
-            self.out_pos = 0;
         }
     }
 
@@ -196,5 +179,42 @@ impl Conn {
             Phase::Stream(s) => Some(s),
             _ => None,
         }
+    }
+
+    /// Writes out `out` while the socket takes it.
+    pub fn flush(&mut self) -> Flushed {
+        let mut bytes = 0;
+        while !self.out.is_empty() && self.writable {
+            match write_vectored(&mut self.stream, &[IoSlice::new(self.out.pending())]) {
+                Io::Done(n) => {
+                    bytes += n;
+                    self.out.consume(n);
+                }
+                Io::WouldBlock => self.writable = false,
+                Io::Closed | Io::Error(_) => {
+                    return Flushed {
+                        bytes,
+                        failed: true,
+                    }
+                }
+            }
+        }
+        Flushed {
+            bytes,
+            failed: false,
+        }
+    }
+
+    /// Reads and discards whatever the peer sends until it would block;
+    /// returns true when the peer has closed or the socket failed.
+    pub fn discard_input(&mut self, scratch: &mut [u8]) -> bool {
+        while self.readable {
+            match read(&mut self.stream, scratch) {
+                Io::Done(_) => {}
+                Io::WouldBlock => self.readable = false,
+                Io::Closed | Io::Error(_) => return true,
+            }
+        }
+        false
     }
 }

@@ -1,17 +1,26 @@
 //! ssecast: a single-threaded Server-Sent Events hub.
 //!
-//! `server` is the event loop; `routes` the handlers; `channel` the logs of
-//! encoded frames that subscribers read through cursors; `timer` the wheel
-//! that drives heartbeats and deadlines; `http` and `sse` the wire formats.
+//! `server` is the event loop and the one place that ties the rooms
+//! together: `reader` (a connection's requests: framing, pipelining),
+//! `routes` (one handler per endpoint family), `stream` (the subscriber
+//! write path), `channel` (the logs of encoded frames that subscribers read
+//! through cursors), `timer` (the wheel that drives heartbeats and
+//! deadlines); `conn` is one connection, `listener` the listening socket and
+//! its limits, `clock` the loop's time; `http` and `sse` the wire formats.
 
 pub mod channel;
+pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod http;
+pub mod listener;
+pub mod reader;
 pub mod routes;
 pub mod server;
+pub mod session;
 pub mod sse;
 pub mod stats;
+pub mod stream;
 pub mod timer;
 
 pub use config::{Config, ConfigError};

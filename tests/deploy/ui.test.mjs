@@ -1,4 +1,4 @@
-// The built-in page (GET /, source src/ui/index.html) in real headless Chromium
+// The built-in page (GET /, source src/routes/ui/index.html) in real headless Chromium
 // (Debian's /usr/bin/chromium, driven by playwright-core), served by the ssecast
 // release binary itself (same origin: no CORS involved).
 //

@@ -1,0 +1,251 @@
+//! Routing: which endpoint a request is for and the method rules
+//! ([`resolve`]), then one handler per endpoint family, one file each
+//! (`subscribe`, `publish`, `status`, `page`, `preflight`). Handlers take
+//! the parts of the hub they use and answer with a [`Reply`] or a
+//! [`Refusal`]; `session.rs` calls them with those parts and writes the
+//! answer.
+
+pub mod page;
+pub mod preflight;
+pub mod publish;
+pub mod status;
+pub mod subscribe;
+
+use std::net::IpAddr;
+
+pub use page::UI_PAGE;
+pub use preflight::cors_headers;
+pub use publish::{constant_time_eq, decode_publish, Publish, Published};
+pub use subscribe::{Attach, HISTORY_LOST};
+
+use crate::config::{canonical, Config};
+use crate::http::{self, HttpError, Request};
+use crate::stats::Reject;
+
+pub const DEFAULT_CHANNEL: &str = "default";
+
+/// The channel the hub publishes its own status to, once a second while it
+/// has subscribers. Names starting with `$` are reserved for the hub.
+pub const STATUS_CHANNEL: &str = "$status";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Stream,
+    Broadcast,
+    Status,
+    StatusStream,
+    Health,
+    Metrics,
+    Ui,
+    Favicon,
+    NotFound,
+}
+
+impl Route {
+    pub fn of(path: &str) -> Route {
+        match path {
+            "/events" | "/sse" => Route::Stream,
+            "/events/broadcast" => Route::Broadcast,
+            "/events/status" | "/sse/health" => Route::Status,
+            "/events/status/stream" => Route::StatusStream,
+            "/health" => Route::Health,
+            "/metrics" => Route::Metrics,
+            "/" => Route::Ui,
+            "/favicon.ico" => Route::Favicon,
+            _ => Route::NotFound,
+        }
+    }
+
+    /// The methods this route answers, for `Allow`.
+    pub fn allow(self) -> &'static str {
+        match self {
+            Route::Broadcast => "POST, OPTIONS",
+            Route::NotFound => "",
+            _ => "GET, OPTIONS",
+        }
+    }
+
+    fn method(self) -> &'static str {
+        match self {
+            Route::Broadcast => "POST",
+            _ => "GET",
+        }
+    }
+}
+
+/// A complete plain response.
+pub struct Reply {
+    pub status: u16,
+    /// Empty: no `Content-Type`.
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    /// Header lines (`Name: value`), in order.
+    pub headers: Vec<String>,
+}
+
+impl Reply {
+    /// A JSON answer: `extra` headers, then CORS, then `Cache-Control:
+    /// no-store`.
+    pub fn json(status: u16, body: Vec<u8>, extra: &[&str], cors: &[String]) -> Reply {
+        let mut headers: Vec<String> = extra.iter().map(|h| h.to_string()).collect();
+        headers.extend(cors.iter().cloned());
+        headers.push("Cache-Control: no-store".into());
+        Reply {
+            status,
+            content_type: "application/json",
+            body,
+            headers,
+        }
+    }
+
+    /// `{"error": ...}` with the error's status.
+    pub fn error(e: &HttpError, extra: &[&str], cors: &[String]) -> Reply {
+        Reply::json(e.status, http::error_body(&e.message), extra, cors)
+    }
+
+    pub fn write_to(&self, out: &mut Vec<u8>, date: &str, keep_alive: bool) {
+        let headers: Vec<&str> = self.headers.iter().map(String::as_str).collect();
+        http::Response {
+            status: self.status,
+            content_type: self.content_type,
+            body: &self.body,
+            keep_alive,
+            date,
+            headers: &headers,
+        }
+        .write_to(out);
+    }
+}
+
+/// A request refused: the error, the reason it is counted under, and extra
+/// headers (`Retry-After`, `WWW-Authenticate`).
+pub struct Refusal {
+    pub error: HttpError,
+    pub reason: Option<Reject>,
+    pub headers: &'static [&'static str],
+}
+
+impl Refusal {
+    pub fn new(error: HttpError, reason: Reject) -> Refusal {
+        Refusal {
+            error,
+            reason: Some(reason),
+            headers: &[],
+        }
+    }
+
+    pub fn with_headers(mut self, headers: &'static [&'static str]) -> Refusal {
+        self.headers = headers;
+        self
+    }
+}
+
+/// What routing decided before any handler runs.
+pub enum Resolved {
+    /// The method fits: the endpoint's handler answers.
+    Endpoint(Route),
+    /// Answered by the routing rules alone: an unknown path, a preflight,
+    /// a method the endpoint does not take.
+    Answered(Result<Reply, Refusal>),
+}
+
+/// Applies the path and method rules.
+pub fn resolve(req: &Request<'_>, cfg: &Config) -> Resolved {
+    let route = Route::of(req.path);
+    if route == Route::NotFound {
+        let e = HttpError::new(404, format!("no such endpoint: {}", req.path));
+        return Resolved::Answered(Err(Refusal::new(e, Reject::NotFound)));
+    }
+    if req.method == "OPTIONS" {
+        return Resolved::Answered(preflight::preflight(&cfg.cors, req, route));
+    }
+    if req.method != route.method() {
+        let e = HttpError::new(
+            405,
+            format!(
+                "method {} not allowed on {}; use {}",
+                req.method,
+                req.path,
+                route.method()
+            ),
+        );
+        let allow = format!("Allow: {}", route.allow());
+        let cors = cors_headers(&cfg.cors, req.origin);
+        return Resolved::Answered(Ok(Reply::error(&e, &[&allow], &cors)));
+    }
+    Resolved::Endpoint(route)
+}
+
+pub(crate) fn invalid_name(what: &str) -> HttpError {
+    HttpError::new(
+        400,
+        format!("invalid {what}: 1 to 128 bytes, no control characters (CR, LF, NUL, ...)"),
+    )
+}
+
+pub(crate) fn reserved_name() -> HttpError {
+    HttpError::new(
+        400,
+        "channel names starting with '$' are reserved for the hub",
+    )
+}
+
+/// The client's address: the peer, or what a trusted proxy says.
+pub fn client_ip(cfg: &Config, peer: IpAddr, req: &Request<'_>) -> IpAddr {
+    if !cfg.is_trusted_proxy(peer) {
+        return peer;
+    }
+    if let Some(ip) = req.real_ip.and_then(|v| v.trim().parse::<IpAddr>().ok()) {
+        return canonical(ip);
+    }
+    if let Some(xff) = req.forwarded_for {
+        for part in xff.rsplit(',') {
+            match part.trim().parse::<IpAddr>() {
+                Ok(ip) if cfg.is_trusted_proxy(canonical(ip)) => continue,
+                Ok(ip) => return canonical(ip),
+                Err(_) => break,
+            }
+        }
+    }
+    peer
+}
+
+/// Writes a request path for the access log: `"`, `\\` and anything not
+/// printable ASCII are escaped (`\\xNN`), so a line always parses.
+pub struct LogSafe<'a>(pub &'a str);
+
+impl std::fmt::Display for LogSafe<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        for b in self.0.bytes() {
+            match b {
+                b'"' | b'\\' => write!(f, "\\x{b:02x}")?,
+                0x21..=0x7e => f.write_char(b as char)?,
+                _ => write!(f, "\\x{b:02x}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_allow() {
+        assert_eq!(Route::of("/sse"), Route::Stream);
+        assert_eq!(Route::of("/sse/health"), Route::Status);
+        assert_eq!(Route::of("/events/"), Route::NotFound);
+        assert_eq!(Route::Broadcast.allow(), "POST, OPTIONS");
+    }
+
+    #[test]
+    fn access_log_paths_are_escaped() {
+        assert_eq!(
+            LogSafe("/a\"b\\c é").to_string(),
+            "/a\\x22b\\x5cc\\x20\\xc3\\xa9"
+        );
+        assert_eq!(LogSafe("/events").to_string(), "/events");
+    }
+}

@@ -1,0 +1,43 @@
+//! `GET /events/status` (alias `/sse/health`), `GET /health` and
+//! `GET /metrics`: what the hub tells about itself.
+
+use std::time::SystemTime;
+
+use serde_json::json;
+
+use super::Reply;
+use crate::stats::Snapshot;
+
+/// The status document (JSON).
+pub fn status(snapshot: &Snapshot<'_>, cors: &[String]) -> Reply {
+    let body = serde_json::to_vec(&snapshot.status_json()).unwrap_or_default();
+    Reply::json(200, body, &[], cors)
+}
+
+/// For orchestrators: 200 while running, 503 while draining.
+pub fn health(draining: bool, streams: usize, cors: &[String]) -> Reply {
+    let body = json!({
+        "status": if draining { "draining" } else { "healthy" },
+        "timestamp": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        "sse_connections": streams,
+    });
+    let status = if draining { 503 } else { 200 };
+    Reply::json(
+        status,
+        serde_json::to_vec(&body).unwrap_or_default(),
+        &[],
+        cors,
+    )
+}
+
+/// Prometheus text format.
+pub fn metrics(snapshot: &Snapshot<'_>, cors: &[String]) -> Reply {
+    let mut headers = cors.to_vec();
+    headers.push("Cache-Control: no-store".into());
+    Reply {
+        status: 200,
+        content_type: "text/plain; version=0.0.4; charset=utf-8",
+        body: snapshot.metrics_text().into_bytes(),
+        headers,
+    }
+}

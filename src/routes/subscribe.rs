@@ -1,0 +1,274 @@
+//! `GET /events` (alias `/sse`) and `GET /events/status/stream`: a request
+//! becomes a subscriber in stages, one job each:
+//!
+//! admit (draining, stream and per-client limits) → authorise (nothing to
+//! check yet) → find the start (the channel, and where in its log a
+//! `Last-Event-ID` resumes) → the stream's head. The server then attaches
+//! the connection as a cursor ([`Attach`] → `Server::attach`).
+
+use std::borrow::Cow;
+use std::io::Write;
+use std::net::IpAddr;
+
+use serde_json::json;
+
+use super::{invalid_name, reserved_name, Refusal, DEFAULT_CHANNEL};
+use crate::channel::{Hub, Log, Resume};
+use crate::http::{self, HttpError, Request};
+use crate::sse;
+use crate::stats::Reject;
+
+/// The history-lost event's name (documented in the README).
+pub const HISTORY_LOST: &str = "history-lost";
+
+/// What admission looks at.
+pub struct Admission {
+    pub draining: bool,
+    pub streams: usize,
+    pub max_streams: usize,
+    /// Streams open from this client, and the per-client limit (0: none).
+    pub from_client: usize,
+    pub per_client_limit: usize,
+}
+
+/// What the request asks for.
+pub struct Target<'a> {
+    pub channel: Cow<'a, str>,
+    pub last_id: Option<Cow<'a, str>>,
+}
+
+/// A subscriber ready to be attached.
+pub struct Attach {
+    pub channel: u32,
+    pub cursor: u64,
+    /// The response head and the start of the body.
+    pub head: Vec<u8>,
+    pub chunked: bool,
+    /// Counted against the per-client limit as this address.
+    pub counted: Option<IpAddr>,
+}
+
+/// Draining and the stream cap: checked before anything else.
+pub fn admit(a: &Admission) -> Result<(), Refusal> {
+    if a.draining {
+        return Err(
+            Refusal::new(HttpError::new(503, "shutting down"), Reject::ShuttingDown)
+                .with_headers(&["Retry-After: 1"]),
+        );
+    }
+    if a.streams >= a.max_streams {
+        return Err(Refusal::new(
+            HttpError::new(
+                503,
+                "connection limit reached (--max-connections); retry later",
+            ),
+            Reject::ConnectionLimit,
+        )
+        .with_headers(&["Retry-After: 1"]));
+    }
+    Ok(())
+}
+
+/// The per-client stream limit.
+pub fn admit_client(a: &Admission, client: IpAddr) -> Result<(), Refusal> {
+    let limit = a.per_client_limit;
+    if limit > 0 && a.from_client >= limit {
+        return Err(Refusal::new(
+            HttpError::new(
+                429,
+                format!("too many streams from {client} (limit {limit}); retry later"),
+            ),
+            Reject::PerIpLimit,
+        )
+        .with_headers(&["Retry-After: 5"]));
+    }
+    Ok(())
+}
+
+/// The channel (`?channel=`, or `fixed` for the hub's own streams) and the
+/// resume id (`Last-Event-ID`, else `?lastEventId=`).
+pub fn target<'a>(req: &Request<'a>, fixed: Option<&'static str>) -> Result<Target<'a>, Refusal> {
+    let bad = |e: HttpError| Refusal::new(e, Reject::BadRequest);
+    let channel = match fixed {
+        Some(name) => Cow::Borrowed(name),
+        None => match http::query_param(req.query, "channel").map_err(bad)? {
+            None => Cow::Borrowed(DEFAULT_CHANNEL),
+            Some(c) if c.starts_with('$') => return Err(bad(reserved_name())),
+            Some(c) if sse::valid_name(&c) => c,
+            Some(_) => return Err(bad(invalid_name("channel"))),
+        },
+    };
+    let last_id = match req.last_event_id.filter(|v| !v.is_empty()) {
+        Some(v) => Some(Cow::Borrowed(v)),
+        None => http::query_param(req.query, "lastEventId")
+            .map_err(bad)?
+            .filter(|v| !v.is_empty()),
+    };
+    Ok(Target { channel, last_id })
+}
+
+/// Who may read the channel: everyone, today. Token checks and asking the
+/// application go here.
+pub fn authorise(_req: &Request<'_>, _target: &Target<'_>) -> Result<(), Refusal> {
+    Ok(())
+}
+
+/// The channel, created on first use.
+pub fn find_channel(hub: &mut Hub, name: &str, seed: u64) -> Result<u32, Refusal> {
+    hub.channel(name, seed).ok_or_else(|| {
+        Refusal::new(
+            HttpError::new(503, "channel limit reached (--max-channels)"),
+            Reject::ChannelLimit,
+        )
+        .with_headers(&["Retry-After: 5"])
+    })
+}
+
+/// Where in the log the stream starts.
+pub struct Start {
+    pub cursor: u64,
+    /// The `history-lost` event to send first, when the id is not held.
+    pub lost_notice: Option<Vec<u8>>,
+}
+
+/// Without an id: live from now. With one the log holds: just after it.
+/// Otherwise (older than the history, never issued, not a number): a
+/// `history-lost` event, then live.
+pub fn find_start(log: &Log, last_id: Option<&str>) -> Start {
+    let Some(sent) = last_id else {
+        return Start {
+            cursor: log.head(),
+            lost_notice: None,
+        };
+    };
+    if let Ok(id) = sent.trim().parse::<u64>() {
+        if let Resume::At(pos) = log.resume_after(id) {
+            return Start {
+                cursor: pos,
+                lost_notice: None,
+            };
+        }
+    }
+    let data = json!({
+        "last_event_id": sent,
+        "first_available_id": log.first_available_id(),
+    })
+    .to_string();
+    let mut notice = Vec::new();
+    sse::encode_event(&mut notice, log.last_id(), Some(HISTORY_LOST), &data);
+    Start {
+        cursor: log.head(),
+        lost_notice: Some(notice),
+    }
+}
+
+/// The response head, then the start of the body (`retry:`, a lost-history
+/// notice), one chunk when chunked.
+pub fn head(
+    date: &str,
+    cors: &[String],
+    chunked: bool,
+    retry_ms: u64,
+    notice: Option<&[u8]>,
+) -> Vec<u8> {
+    let mut head = Vec::with_capacity(256);
+    let _ = write!(
+        head,
+        "HTTP/1.1 200 OK\r\nServer: ssecast\r\nDate: {date}\r\n\
+         Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
+         X-Accel-Buffering: no\r\n{}Connection: close\r\n",
+        if chunked {
+            "Transfer-Encoding: chunked\r\n"
+        } else {
+            ""
+        }
+    );
+    for h in cors {
+        head.extend_from_slice(h.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    let mut body = Vec::new();
+    if retry_ms > 0 {
+        sse::encode_retry(&mut body, retry_ms);
+    }
+    if let Some(n) = notice {
+        body.extend_from_slice(n);
+    }
+    if !body.is_empty() {
+        if chunked {
+            let _ = write!(head, "{:x}\r\n", body.len());
+            head.extend_from_slice(&body);
+            head.extend_from_slice(b"\r\n");
+        } else {
+            head.extend_from_slice(&body);
+        }
+    }
+    head
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_start_resumes_after_a_held_id_and_reports_others() {
+        let mut log = Log::new(1024, 100);
+        for d in ["a", "b", "c"] {
+            log.append(None, d).unwrap();
+        }
+        assert_eq!(find_start(&log, None).cursor, log.head());
+        let s = find_start(&log, Some("101"));
+        assert!(s.lost_notice.is_none());
+        let (a, b) = log.slices(s.cursor);
+        assert_eq!([a, b].concat(), b"id: 102\ndata: c\n\n");
+        for sent in ["98", "103", "x", ""] {
+            let s = find_start(&log, Some(sent));
+            assert_eq!(s.cursor, log.head(), "{sent:?}");
+            let notice = String::from_utf8(s.lost_notice.expect("a notice")).unwrap();
+            assert!(
+                notice.starts_with("id: 102\nevent: history-lost\n"),
+                "{notice}"
+            );
+            assert!(notice.contains("\"first_available_id\":100"), "{notice}");
+        }
+    }
+
+    #[test]
+    fn the_head_frames_retry_and_notice_as_one_chunk() {
+        let h = head("D", &["Vary: Origin".into()], true, 3000, Some(b"x\n\n"));
+        let h = String::from_utf8(h).unwrap();
+        assert!(
+            h.contains("Transfer-Encoding: chunked\r\nConnection: close\r\nVary: Origin\r\n\r\n")
+        );
+        assert!(
+            h.ends_with("\r\n\r\n10\r\nretry: 3000\n\nx\n\n\r\n"),
+            "{h:?}"
+        );
+        let h = String::from_utf8(head("D", &[], false, 0, None)).unwrap();
+        assert!(h.ends_with("Connection: close\r\n\r\n") && !h.contains("chunked"));
+    }
+
+    #[test]
+    fn admission_order_draining_then_cap_then_client() {
+        let mut a = Admission {
+            draining: true,
+            streams: 5,
+            max_streams: 5,
+            from_client: 2,
+            per_client_limit: 2,
+        };
+        assert_eq!(admit(&a).err().map(|r| r.error.status), Some(503));
+        a.draining = false;
+        assert!(admit(&a).is_err());
+        a.max_streams = 6;
+        assert!(admit(&a).is_ok());
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        assert_eq!(
+            admit_client(&a, ip).err().map(|r| r.error.status),
+            Some(429)
+        );
+        a.per_client_limit = 0;
+        assert!(admit_client(&a, ip).is_ok());
+    }
+}

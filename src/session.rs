@@ -1,0 +1,478 @@
+//! A connection's request phase, and the glue between the request reader
+//! and the routes: flushing responses, reading within a fair budget,
+//! handing bytes to the reader (`reader.rs`), which hands each complete
+//! request here; routing it (`routes::resolve`) and calling the endpoint's
+//! handler with the parts it uses; writing the answer and the access-log
+//! line; the lingering close after a last answer. The loop itself is in
+//! `server.rs`.
+
+use std::net::IpAddr;
+use std::net::Shutdown;
+use std::time::{Duration, Instant};
+
+use crate::conn::{self, Io, Phase};
+use crate::http::{HttpError, Request};
+use crate::reader::{self, Gate, Handler, Limits, MAX_OUT_BACKLOG};
+use crate::routes::publish::{self, Publish, Published};
+use crate::routes::subscribe::{self, Attach};
+use crate::routes::{
+    client_ip, cors_headers, page, resolve, status, LogSafe, Refusal, Reply, Resolved, Route,
+    STATUS_CHANNEL,
+};
+use crate::server::{Server, READS_PER_TURN};
+use crate::stats::{Reject, Snapshot};
+
+/// How long a lingering close waits for the peer to close.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// A connection's side of the request reader: requests go to the routes.
+pub(crate) struct Requests<'a> {
+    pub server: &'a mut Server,
+    pub key: usize,
+}
+
+impl Handler for Requests<'_> {
+    fn gate(&self) -> Gate {
+        match self.server.conns.get(self.key) {
+            Some(c) if matches!(c.phase, crate::conn::Phase::Request { .. }) && !c.close_after => {
+                if c.out.len() > MAX_OUT_BACKLOG {
+                    Gate::Backlogged
+                } else {
+                    Gate::Open
+                }
+            }
+            _ => Gate::Shut,
+        }
+    }
+
+    fn request(&mut self, req: &Request<'_>, body: &[u8]) {
+        self.server.stats.requests += 1;
+        self.server.handle(self.key, req, body);
+    }
+
+    fn fail(&mut self, e: &HttpError) {
+        self.server.fail(self.key, e);
+    }
+
+    fn send_continue(&mut self) {
+        if let Some(c) = self.server.conns.get_mut(self.key) {
+            c.out
+                .buf()
+                .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+    }
+}
+
+impl Server {
+    /// Flushes responses, reads and hands over requests. Returns true when
+    /// the connection changed phase and must be driven again.
+    pub(crate) fn drive_request(&mut self, key: usize) -> bool {
+        let mut reads = 0;
+        loop {
+            let before = self.conns.get(key).map_or(0, |c| c.out.len());
+            if !self.flush_out(key) {
+                return false;
+            }
+            let Some(c) = self.conns.get_mut(key) else {
+                return false;
+            };
+            let Phase::Request { reader, .. } = &c.phase else {
+                return true;
+            };
+            let (buffered, backlogged) = reader
+                .as_ref()
+                .map_or((false, false), |r| (true, r.is_backlogged()));
+            let left = c.out.len();
+            if left > 0 && left < before {
+                // The client reads its responses: give it the write timeout,
+                // not the request deadline, while a large output drains.
+                self.after(key, self.cfg.write_timeout);
+            }
+            let Some(c) = self.conns.get_mut(key) else {
+                return false;
+            };
+            if c.close_after {
+                if left == 0 {
+                    self.begin_close(key);
+                    return true;
+                }
+                return false;
+            }
+            if left > reader::MAX_OUT_BACKLOG {
+                return false;
+            }
+            if backlogged {
+                // Requests that arrived while the output was backlogged.
+                self.on_request_bytes(key, &[]);
+                continue;
+            }
+            if c.eof {
+                // Nothing more will come: answer what is complete, then close;
+                // a partial request can never complete.
+                if buffered {
+                    log::debug!("client closed in the middle of a request");
+                }
+                if left > 0 {
+                    c.close_after = true;
+                    continue;
+                }
+                self.close(key);
+                return false;
+            }
+            if !c.readable {
+                return false;
+            }
+            if reads == READS_PER_TURN {
+                // Fairness: let the fan-out pass and other clients run.
+                self.ready.push(key);
+                return false;
+            }
+            reads += 1;
+            let mut scratch = std::mem::take(&mut self.scratch);
+            match conn::read(&mut c.stream, &mut scratch) {
+                Io::Done(n) => self.on_request_bytes(key, &scratch[..n]),
+                Io::WouldBlock => c.readable = false,
+                Io::Closed => {
+                    c.readable = false;
+                    c.eof = true;
+                }
+                Io::Error(kind) => {
+                    log::debug!("read error: {kind:?}");
+                    self.close(key);
+                }
+            }
+            self.scratch = scratch;
+        }
+    }
+
+    /// Hands the new bytes to the request reader; sets the deadline for
+    /// what is left.
+    fn on_request_bytes(&mut self, key: usize, bytes: &[u8]) {
+        let Some(Phase::Request { reader, .. }) = self.conns.get_mut(key).map(|c| &mut c.phase)
+        else {
+            return;
+        };
+        let reader = reader.take();
+        let limits = Limits {
+            max_header_bytes: self.cfg.max_header_bytes,
+            max_body_bytes: self.cfg.max_body_bytes,
+        };
+        let fed = reader::feed(reader, bytes, limits, &mut Requests { server: self, key });
+        // The connection may have become a stream or closed meanwhile.
+        let Some(Phase::Request { reader, idle }) = self.conns.get_mut(key).map(|c| &mut c.phase)
+        else {
+            return;
+        };
+        let timeout = match fed.reader {
+            Some(r) => {
+                // A request began after an answered one (or on an idle
+                // keep-alive connection): its deadline starts now. A fresh
+                // connection keeps the deadline set when it was accepted.
+                // Requests waiting for output to drain are on the write
+                // timeout instead (set as the output drains).
+                let t = if r.is_backlogged() {
+                    Some(self.cfg.write_timeout)
+                } else if *idle || fed.handled {
+                    Some(self.cfg.header_timeout)
+                } else {
+                    None
+                };
+                if t.is_some() {
+                    *idle = false;
+                }
+                *reader = Some(r);
+                t
+            }
+            None if fed.handled => {
+                *idle = true;
+                Some(self.cfg.idle_timeout)
+            }
+            None => None,
+        };
+        if let Some(t) = timeout {
+            self.after(key, t);
+        }
+    }
+
+    /// Answers a request that cannot be followed by another on this
+    /// connection (the framing is unknown or broken), then closes.
+    pub(crate) fn fail(&mut self, key: usize, e: &HttpError) {
+        match e.status {
+            400 | 501 | 505 => self.stats.reject(Reject::BadRequest),
+            413 => self.stats.reject(Reject::TooLarge),
+            _ => {}
+        }
+        log::debug!("request refused: {} {}", e.status, e.message);
+        self.respond_error(key, e, &[]);
+    }
+
+    /// An error answer when the request itself could not be read; the
+    /// connection closes after it.
+    pub(crate) fn respond_error(&mut self, key: usize, e: &HttpError, extra: &[&str]) {
+        self.send(key, &Reply::error(e, extra, &[]), false);
+    }
+
+    /// Writes out the connection's pending output. Returns false when the
+    /// connection was closed.
+    fn flush_out(&mut self, key: usize) -> bool {
+        let Some(c) = self.conns.get_mut(key) else {
+            return false;
+        };
+        let flushed = c.flush();
+        self.stats.bytes_written += flushed.bytes as u64;
+        if flushed.failed {
+            self.close(key);
+        }
+        !flushed.failed
+    }
+
+    /// Starts a lingering close: flush, shut the write side, wait for EOF.
+    pub(crate) fn begin_close(&mut self, key: usize) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        c.close_after = true;
+        c.phase = Phase::Closing { shut: false };
+        self.after(key, LINGER.max(self.cfg.write_timeout));
+        self.drive_closing(key);
+    }
+
+    pub(crate) fn drive_closing(&mut self, key: usize) {
+        if !self.flush_out(key) {
+            return;
+        }
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if !c.out.is_empty() {
+            return;
+        }
+        if let Phase::Closing { shut } = &mut c.phase {
+            if !*shut {
+                *shut = true;
+                if c.stream.shutdown(Shutdown::Write).is_err() {
+                    return self.close(key);
+                }
+                self.after(key, LINGER);
+            }
+        }
+        // Discard whatever the peer still sends until it closes.
+        self.discard_or_close(key);
+    }
+
+    /// Reads and drops input; closes the connection when the peer did.
+    /// Returns false when it was closed.
+    pub(crate) fn discard_or_close(&mut self, key: usize) -> bool {
+        let Some(c) = self.conns.get_mut(key) else {
+            return false;
+        };
+        if c.discard_input(&mut self.scratch) {
+            self.close(key);
+            return false;
+        }
+        true
+    }
+
+    /// Routes one request and writes the access-log line.
+    pub(crate) fn handle(&mut self, key: usize, req: &Request<'_>, body: &[u8]) {
+        let started = Instant::now();
+        self.last_response = (0, 0);
+        self.route(key, req, body);
+        if self.cfg.access_log {
+            let (status, bytes) = self.last_response;
+            let peer = self.conns.get(key).map(|c| c.ip);
+            let client = peer.map(|p| client_ip(&self.cfg, p, req).to_string());
+            log::info!(
+                "{} \"{} {}{}{}\" {} {} {}us",
+                client.as_deref().unwrap_or("-"),
+                req.method,
+                LogSafe(req.path),
+                if req.query.is_empty() { "" } else { "?" },
+                LogSafe(req.query),
+                status,
+                bytes,
+                started.elapsed().as_micros()
+            );
+        }
+    }
+
+    fn route(&mut self, key: usize, req: &Request<'_>, body: &[u8]) {
+        let keep_alive = req.keep_alive && self.draining.is_none();
+        let peer = self
+            .conns
+            .get(key)
+            .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.ip);
+        let client = client_ip(&self.cfg, peer, req);
+        let cors = cors_headers(&self.cfg.cors, req.origin);
+        let answer = match resolve(req, &self.cfg) {
+            Resolved::Answered(a) => a,
+            Resolved::Endpoint(Route::Stream) => {
+                return self.subscribe(key, req, None, client, keep_alive)
+            }
+            Resolved::Endpoint(Route::StatusStream) => {
+                return self.subscribe(key, req, Some(STATUS_CHANNEL), client, keep_alive)
+            }
+            Resolved::Endpoint(Route::Broadcast) => {
+                let started = Instant::now();
+                let r = self.publish(req, body, client, &cors);
+                self.stats
+                    .observe_publish(started.elapsed().as_micros() as u64);
+                r
+            }
+            Resolved::Endpoint(Route::Metrics) => Ok(status::metrics(&self.snapshot(), &cors)),
+            Resolved::Endpoint(Route::Favicon) => Ok(page::favicon()),
+            Resolved::Endpoint(Route::Ui) => page::ui(&self.cfg, client),
+            Resolved::Endpoint(Route::Status) => Ok(status::status(&self.snapshot(), &cors)),
+            Resolved::Endpoint(Route::Health) => Ok(status::health(
+                self.draining.is_some(),
+                self.hub.subscriber_count(),
+                &cors,
+            )),
+            Resolved::Endpoint(Route::NotFound) => return,
+        };
+        let reply = answer.unwrap_or_else(|r| self.refusal(req, r));
+        self.send(key, &reply, keep_alive);
+    }
+
+    /// Counts and logs a refusal; its reply carries CORS headers.
+    fn refusal(&mut self, req: &Request<'_>, r: Refusal) -> Reply {
+        if let Some(why) = r.reason {
+            self.stats.reject(why);
+        }
+        log::debug!(
+            "{} {} -> {} {}",
+            req.method,
+            req.path,
+            r.error.status,
+            r.error.message
+        );
+        let cors = cors_headers(&self.cfg.cors, req.origin);
+        Reply::error(&r.error, r.headers, &cors)
+    }
+
+    /// Queues a reply on the connection.
+    pub(crate) fn send(&mut self, key: usize, reply: &Reply, keep_alive: bool) {
+        self.last_response = (reply.status, reply.body.len());
+        let date = self.clock.http_date().to_string();
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        reply.write_to(c.out.buf(), &date, keep_alive);
+        if !keep_alive {
+            c.close_after = true;
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        key: usize,
+        req: &Request<'_>,
+        fixed: Option<&'static str>,
+        client: IpAddr,
+        keep_alive: bool,
+    ) {
+        match self.prepare_stream(req, fixed, client) {
+            Ok(attach) => self.attach(key, attach, fixed == Some(STATUS_CHANNEL)),
+            Err(r) => {
+                let reply = self.refusal(req, r);
+                self.send(key, &reply, keep_alive);
+            }
+        }
+    }
+
+    /// The stages of subscribing, in order (see `subscribe.rs`).
+    fn prepare_stream(
+        &mut self,
+        req: &Request<'_>,
+        fixed: Option<&'static str>,
+        client: IpAddr,
+    ) -> Result<Attach, Refusal> {
+        let admission = subscribe::Admission {
+            draining: self.draining.is_some(),
+            streams: self.streams,
+            max_streams: self.max_connections,
+            from_client: self.per_ip.get(&client).copied().unwrap_or(0) as usize,
+            per_client_limit: self.cfg.max_connections_per_ip,
+        };
+        subscribe::admit(&admission)?;
+        let target = subscribe::target(req, fixed)?;
+        subscribe::admit_client(&admission, client)?;
+        subscribe::authorise(req, &target)?;
+        let seed = self.clock.unix_micros();
+        let ch = subscribe::find_channel(&mut self.hub, &target.channel, seed)?;
+        let start = subscribe::find_start(&self.hub.get(ch).log, target.last_id.as_deref());
+        if start.lost_notice.is_some() {
+            self.stats.history_lost_sent += 1;
+        }
+        let retry = match self.cfg.retry_ms {
+            0 => 0,
+            ms => ms + self.jitter.draw() % (ms / 2 + 1),
+        };
+        let chunked = !req.http10;
+        let cors = cors_headers(&self.cfg.cors, req.origin);
+        let head = subscribe::head(
+            self.clock.http_date(),
+            &cors,
+            chunked,
+            retry,
+            start.lost_notice.as_deref(),
+        );
+        Ok(Attach {
+            channel: ch,
+            cursor: start.cursor,
+            head,
+            chunked,
+            counted: (self.cfg.max_connections_per_ip > 0).then_some(client),
+        })
+    }
+
+    fn publish(
+        &mut self,
+        req: &Request<'_>,
+        body: &[u8],
+        client: IpAddr,
+        cors: &[String],
+    ) -> Result<Reply, Refusal> {
+        self.stats.publish_requests += 1;
+        let events = publish::check(req, body, client, &self.cfg, &self.hub)?;
+        let published = self.publish_all(&events);
+        let answer = publish::answer(&published, publish::body_is_array(req, body));
+        Ok(Reply::json(200, answer, &[], cors))
+    }
+
+    /// Publishes validated events in order (see `routes::publish::check`).
+    pub(crate) fn publish_all<'a>(&mut self, events: &'a [Publish<'_>]) -> Vec<Published<'a>> {
+        let seed = self.clock.unix_micros();
+        let mut published = Vec::with_capacity(events.len());
+        for ev in events {
+            let Some(ch) = self.hub.channel(&ev.channel, seed) else {
+                continue; // cannot happen: checked before
+            };
+            match self.publish_event(ch, ev.event.as_deref(), &ev.data) {
+                Ok(id) => {
+                    self.stats.events_published += 1;
+                    published.push(Published {
+                        id,
+                        channel: &ev.channel,
+                        subscribers: self.hub.get(ch).subscribers.len(),
+                    });
+                }
+                Err(e) => log::error!("publish refused after checks: {e:?}"),
+            }
+        }
+        published
+    }
+
+    pub(crate) fn snapshot(&self) -> Snapshot<'_> {
+        Snapshot {
+            stats: &self.stats,
+            hub: &self.hub,
+            cfg: &self.cfg,
+            connections: self.conns.len(),
+            max_connections: self.max_connections,
+            accept_cap: self.accept_cap,
+            uptime_secs: self.clock.uptime_secs(),
+            draining: self.draining.is_some(),
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! The subscriber write path: what a stream still owes its socket, which
+//! slices go into the next `writev`, and moving the subscriber past what the
+//! kernel took.
+//!
+//! [`write`] is a function of (subscriber, pending output, channel log,
+//! socket) that returns what happened ([`Wrote`]); the caller does the
+//! bookkeeping (statistics, timers, dropping). Its planning half, [`plan`]
+//! and [`advance`], is pure and tested here, down to a partial write that
+//! stops at every byte boundary and a ring that wraps in the middle of a
+//! frame.
+
+use std::io::{IoSlice, Write};
+
+use crate::channel::Log;
+use crate::conn::{self, Io, Out};
+
+/// Largest chunk of a chunked stream (the size line has room for it).
+const MAX_CHUNK: u64 = 1 << 30;
+
+/// A subscriber: a cursor into its channel's log, and what it still owes
+/// of a heartbeat and of the open chunk.
+///
+/// Invariant: `log.tail() <= cursor <= log.head()`, or the subscriber is
+/// dropped before its next write (it fell behind the history).
+#[derive(Debug)]
+pub struct Subscriber {
+    pub channel: u32,
+    /// Position in the channel's subscriber list.
+    pub index: u32,
+    pub cursor: u64,
+    /// Milliseconds since the server started, of the last write.
+    pub last_write_ms: u64,
+    /// When the socket stopped draining (ms since start), or `u64::MAX`.
+    pub stalled_since_ms: u64,
+    /// Bytes of the heartbeat still to send.
+    pub heartbeat_left: u8,
+    /// The client address counted against the per-IP limit.
+    pub counted: bool,
+    /// HTTP/1.1 streams are chunked; HTTP/1.0 ones are close-delimited.
+    pub chunked: bool,
+    /// Bytes of the open chunk's size line already sent.
+    pub chunk_head_sent: u8,
+    /// Bytes of the open chunk's closing CRLF already sent.
+    pub chunk_tail_sent: u8,
+    /// Data length of the open chunk; 0 when no chunk is open.
+    pub chunk_len: u32,
+    /// Log offset where the open chunk's data ends.
+    pub chunk_end: u64,
+    /// Frames wholly before `cursor` (`Log::complete_before`), modulo 2^32:
+    /// deliveries are counted from its change without searching the log.
+    pub frames: u32,
+}
+
+impl Subscriber {
+    /// A subscriber of channel `channel` (at `index` in its list) starting
+    /// at `cursor`; `now_ms` counts as its last write.
+    pub fn new(
+        channel: u32,
+        index: u32,
+        cursor: u64,
+        log: &Log,
+        chunked: bool,
+        now_ms: u64,
+    ) -> Subscriber {
+        Subscriber {
+            channel,
+            index,
+            cursor,
+            last_write_ms: now_ms,
+            stalled_since_ms: u64::MAX,
+            heartbeat_left: 0,
+            counted: false,
+            chunked,
+            chunk_head_sent: 0,
+            chunk_tail_sent: 0,
+            chunk_len: 0,
+            chunk_end: cursor,
+            frames: log.complete_before(cursor) as u32,
+        }
+    }
+
+    /// The heartbeat as this stream frames it.
+    pub fn heartbeat(&self) -> &'static [u8] {
+        if self.chunked {
+            crate::sse::HEARTBEAT_CHUNK
+        } else {
+            crate::sse::HEARTBEAT
+        }
+    }
+
+    /// Starts a heartbeat, unless one is under way or a chunk is open (a
+    /// heartbeat may only go between chunks). Returns whether it started.
+    pub fn start_heartbeat(&mut self) -> bool {
+        if self.heartbeat_left > 0 || self.chunk_len > 0 {
+            return false;
+        }
+        self.heartbeat_left = self.heartbeat().len() as u8;
+        true
+    }
+
+    /// It fell behind the history: what it still needs was overwritten.
+    pub fn is_behind(&self, log: &Log) -> bool {
+        self.cursor < log.tail()
+    }
+
+    /// Whether anything is still owed to the socket.
+    pub fn is_pending(&self, out: &Out, log: &Log) -> bool {
+        !out.is_empty() || self.heartbeat_left > 0 || self.chunk_len > 0 || self.cursor < log.head()
+    }
+
+    /// At a frame boundary with nothing owed: the stream may end cleanly
+    /// (the last chunk) here.
+    pub fn at_boundary(&self) -> bool {
+        self.chunk_len == 0 && self.heartbeat_left == 0
+    }
+}
+
+/// What one call of [`write`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Wrote {
+    pub bytes: usize,
+    /// Frames whose last byte went out: deliveries.
+    pub frames: u64,
+    /// The socket failed or was closed: drop the connection.
+    pub closed: bool,
+}
+
+/// The slices of one `writev`, in stream order.
+pub const OUT: usize = 0;
+pub const HEARTBEAT: usize = 1;
+pub const SIZE_LINE: usize = 2;
+pub const DATA: usize = 3;
+pub const DATA_WRAPPED: usize = 4;
+pub const CHUNK_END: usize = 5;
+pub type Parts<'a> = [&'a [u8]; 6];
+
+/// On a chunked stream with log bytes due and no chunk open, opens a chunk
+/// over them, so that its size line can be sent first.
+pub fn open_chunk(sub: &mut Subscriber, log: &Log) {
+    if sub.chunked && sub.chunk_len == 0 && sub.cursor < log.head() {
+        let len = (log.head() - sub.cursor).min(MAX_CHUNK);
+        sub.chunk_len = len as u32;
+        sub.chunk_end = sub.cursor + len;
+        sub.chunk_head_sent = 0;
+        sub.chunk_tail_sent = 0;
+    }
+}
+
+/// What goes into the next `writev`: the pending output (a response head),
+/// the rest of a heartbeat, the open chunk's size line, the log bytes (two
+/// slices when the ring wraps), the chunk's closing CRLF. `size_line` is
+/// scratch space for the size line. Empty slices are allowed.
+pub fn plan<'a>(
+    sub: &Subscriber,
+    out: &'a [u8],
+    log: &'a Log,
+    size_line: &'a mut [u8; 12],
+) -> Parts<'a> {
+    let open = sub.chunk_len > 0;
+    let hb_all = sub.heartbeat();
+    let hb = &hb_all[hb_all.len() - sub.heartbeat_left as usize..];
+    let (head, tail): (&[u8], &[u8]) = if open {
+        let n = chunk_size_line(sub.chunk_len, size_line);
+        (
+            &size_line[sub.chunk_head_sent as usize..n],
+            &b"\r\n"[sub.chunk_tail_sent as usize..],
+        )
+    } else {
+        (&[], &[])
+    };
+    let end = match (sub.chunked, open) {
+        (false, _) => log.head(),
+        (true, true) => sub.chunk_end,
+        (true, false) => sub.cursor,
+    };
+    let (a, b) = log.slices_to(sub.cursor, end);
+    [out, hb, head, a, b, tail]
+}
+
+/// What [`advance`] moved past.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Advanced {
+    /// Bytes of the pending output that went out.
+    pub out: usize,
+    pub frames: u64,
+}
+
+/// Moves the subscriber past the first `n` bytes of parts whose lengths are
+/// `lens` (as [`plan`] made them).
+pub fn advance(sub: &mut Subscriber, lens: [usize; 6], mut n: usize, log: &Log) -> Advanced {
+    let mut take = |i: usize| {
+        let t = n.min(lens[i]);
+        n -= t;
+        t
+    };
+    let out = take(OUT);
+    sub.heartbeat_left -= take(HEARTBEAT) as u8;
+    sub.chunk_head_sent += take(SIZE_LINE) as u8;
+    let data = take(DATA) + take(DATA_WRAPPED);
+    let mut frames = 0;
+    if data > 0 {
+        sub.cursor += data as u64;
+        // Frames completed: at the head that is every frame published; only
+        // a partial write needs a search.
+        let done = if sub.cursor == log.head() {
+            log.published()
+        } else {
+            log.complete_before(sub.cursor)
+        };
+        frames = u64::from((done as u32).wrapping_sub(sub.frames));
+        sub.frames = done as u32;
+    }
+    if sub.chunk_len > 0 {
+        sub.chunk_tail_sent += take(CHUNK_END) as u8;
+        if sub.chunk_tail_sent == 2 {
+            sub.chunk_len = 0;
+            sub.chunk_head_sent = 0;
+            sub.chunk_tail_sent = 0;
+        }
+    }
+    Advanced { out, frames }
+}
+
+/// Writes what the subscriber is owed while the socket takes it: as few
+/// `writev`s as the kernel allows, the log sent without a copy. Clears
+/// `writable` when the socket would block.
+pub fn write(
+    sub: &mut Subscriber,
+    out: &mut Out,
+    log: &Log,
+    sock: &mut impl Write,
+    writable: &mut bool,
+) -> Wrote {
+    let mut wrote = Wrote::default();
+    while *writable {
+        open_chunk(sub, log);
+        let mut size_line = [0u8; 12];
+        let parts = plan(sub, out.pending(), log, &mut size_line);
+        if parts.iter().all(|p| p.is_empty()) {
+            break;
+        }
+        let lens = parts.map(<[u8]>::len);
+        let iov = parts.map(IoSlice::new);
+        match conn::write_vectored(sock, &iov) {
+            Io::Done(n) => {
+                wrote.bytes += n;
+                let moved = advance(sub, lens, n, log);
+                wrote.frames += moved.frames;
+                out.consume(moved.out);
+            }
+            Io::WouldBlock => *writable = false,
+            Io::Closed | Io::Error(_) => {
+                wrote.closed = true;
+                break;
+            }
+        }
+    }
+    wrote
+}
+
+/// Writes `"{len:x}\r\n"` into `buf`; returns its length.
+pub fn chunk_size_line(len: u32, buf: &mut [u8; 12]) -> usize {
+    let digits = (32 - len.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (i, b) in buf.iter_mut().take(digits).enumerate() {
+        let nibble = (len >> (4 * (digits - 1 - i))) & 0xf;
+        *b = b"0123456789abcdef"[nibble as usize];
+    }
+    buf[digits] = b'\r';
+    buf[digits + 1] = b'\n';
+    digits + 2
+}
+
+#[cfg(test)]
+mod tests;

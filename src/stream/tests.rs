@@ -1,0 +1,225 @@
+use std::io::{self, IoSlice, Write};
+
+use super::*;
+
+/// A socket stand-in that takes at most `budget` bytes, then would block.
+struct Sink {
+    got: Vec<u8>,
+    budget: usize,
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        if self.budget == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let mut n = 0;
+        for b in bufs {
+            let t = b.len().min(self.budget - n);
+            self.got.extend_from_slice(&b[..t]);
+            n += t;
+        }
+        self.budget -= n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A 100-byte ring holding frames of 16 bytes, the oldest retained frame
+/// straddling the end of the buffer: reading from its tail wraps mid-frame.
+fn wrapped_log() -> Log {
+    let mut log = Log::new(100, 1);
+    for i in 0..9 {
+        log.append(None, &format!("{i}")).unwrap();
+    }
+    let (a, b) = log.slices(log.tail());
+    assert!(!a.is_empty() && !b.is_empty(), "the fixture must wrap");
+    assert_ne!(log.tail() % 100, 0);
+    log
+}
+
+fn out_with(bytes: &[u8]) -> Out {
+    let mut out = Out::default();
+    out.push_vec(bytes.to_vec());
+    out
+}
+
+/// What a subscriber from `log.tail()` must receive, in order.
+fn expected(log: &Log, head: &[u8], heartbeat: bool, chunked: bool) -> Vec<u8> {
+    let (a, b) = log.slices(log.tail());
+    let data = [a, b].concat();
+    let mut want = head.to_vec();
+    if heartbeat {
+        want.extend_from_slice(if chunked {
+            crate::sse::HEARTBEAT_CHUNK
+        } else {
+            crate::sse::HEARTBEAT
+        });
+    }
+    if chunked {
+        want.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        want.extend_from_slice(&data);
+        want.extend_from_slice(b"\r\n");
+    } else {
+        want.extend_from_slice(&data);
+    }
+    want
+}
+
+fn subscriber(log: &Log, chunked: bool, heartbeat: bool) -> Subscriber {
+    let mut sub = Subscriber::new(0, 0, log.tail(), log, chunked, 0);
+    if heartbeat {
+        assert!(sub.start_heartbeat());
+    }
+    sub
+}
+
+/// Writes with a socket that takes `first` bytes, would block, then takes
+/// everything: every boundary between parts and inside each part.
+#[test]
+fn a_partial_write_resumes_at_every_byte_boundary() {
+    let log = wrapped_log();
+    let frames_held = log.published() - log.complete_before(log.tail());
+    for chunked in [false, true] {
+        for heartbeat in [false, true] {
+            let want = expected(&log, b"HTTP-HEAD", heartbeat, chunked);
+            for first in 0..=want.len() {
+                let mut sub = subscriber(&log, chunked, heartbeat);
+                let mut out = out_with(b"HTTP-HEAD");
+                let mut sink = Sink {
+                    got: Vec::new(),
+                    budget: first,
+                };
+                let mut writable = true;
+                let w1 = write(&mut sub, &mut out, &log, &mut sink, &mut writable);
+                assert_eq!(w1.bytes, first.min(want.len()));
+                assert!(!w1.closed);
+                assert_eq!(
+                    writable,
+                    first >= want.len(),
+                    "blocked only when short: {first} of {}",
+                    want.len()
+                );
+                assert_eq!(sub.is_pending(&out, &log), first < want.len());
+                sink.budget = usize::MAX / 2;
+                writable = true;
+                let w2 = write(&mut sub, &mut out, &log, &mut sink, &mut writable);
+                assert_eq!(
+                    sink.got, want,
+                    "chunked {chunked} heartbeat {heartbeat} split at {first}"
+                );
+                assert_eq!(w1.frames + w2.frames, frames_held, "split at {first}");
+                assert!(!sub.is_pending(&out, &log));
+                assert!(sub.at_boundary());
+                assert_eq!(sub.cursor, log.head());
+            }
+        }
+    }
+}
+
+/// One byte per `writev`: every boundary in one run, and the frames are
+/// counted exactly when their last byte goes out.
+#[test]
+fn one_byte_at_a_time_counts_each_frame_when_it_completes() {
+    let log = wrapped_log();
+    let mut sub = subscriber(&log, true, false);
+    let mut out = Out::default();
+    let mut sink = Sink {
+        got: Vec::new(),
+        budget: 0,
+    };
+    let mut frames = 0;
+    let want = expected(&log, b"", false, true);
+    for _ in 0..want.len() {
+        sink.budget = 1;
+        let mut writable = true;
+        let w = write(&mut sub, &mut out, &log, &mut sink, &mut writable);
+        assert_eq!(w.bytes, 1);
+        frames += w.frames;
+        assert_eq!(
+            frames,
+            log.complete_before(sub.cursor) - log.complete_before(log.tail())
+        );
+    }
+    assert_eq!(sink.got, want);
+    assert!(sub.at_boundary() && sub.cursor == log.head());
+}
+
+#[test]
+fn plan_orders_head_heartbeat_size_line_data_and_crlf() {
+    let log = wrapped_log();
+    let mut sub = subscriber(&log, true, true);
+    open_chunk(&mut sub, &log);
+    let mut line = [0u8; 12];
+    let parts = plan(&sub, b"H", &log, &mut line);
+    let (a, b) = log.slices(log.tail());
+    assert_eq!(parts[OUT], b"H");
+    assert_eq!(parts[HEARTBEAT], crate::sse::HEARTBEAT_CHUNK);
+    assert_eq!(
+        parts[SIZE_LINE],
+        format!("{:x}\r\n", a.len() + b.len()).as_bytes()
+    );
+    assert_eq!((parts[DATA], parts[DATA_WRAPPED]), (a, b));
+    assert_eq!(parts[CHUNK_END], b"\r\n");
+    // No heartbeat may start inside an open chunk.
+    sub.heartbeat_left = 0;
+    assert!(!sub.start_heartbeat());
+}
+
+#[test]
+fn a_closed_socket_is_reported_not_retried() {
+    struct Broken;
+    impl Write for Broken {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let log = wrapped_log();
+    let mut sub = subscriber(&log, false, false);
+    let mut writable = true;
+    let w = write(
+        &mut sub,
+        &mut Out::default(),
+        &log,
+        &mut Broken,
+        &mut writable,
+    );
+    assert!(w.closed);
+    assert_eq!((w.bytes, w.frames), (0, 0));
+}
+
+#[test]
+fn a_subscriber_behind_the_tail_is_reported() {
+    let mut log = Log::new(100, 1);
+    log.append(None, "first").unwrap();
+    let sub = Subscriber::new(0, 0, 0, &log, false, 0);
+    assert!(!sub.is_behind(&log));
+    for i in 0..20 {
+        log.append(None, &format!("{i}")).unwrap();
+    }
+    assert!(sub.is_behind(&log));
+}
+
+#[test]
+fn chunk_size_lines_are_lowercase_hex() {
+    let mut b = [0u8; 12];
+    for (len, want) in [
+        (1u32, "1\r\n"),
+        (15, "f\r\n"),
+        (16, "10\r\n"),
+        (0x3fff_ffff, "3fffffff\r\n"),
+    ] {
+        let n = chunk_size_line(len, &mut b);
+        assert_eq!(&b[..n], want.as_bytes());
+    }
+}
