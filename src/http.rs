@@ -67,6 +67,67 @@ pub const MAX_HEADERS: usize = 64;
 pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Request<'_>, usize)>, HttpError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut raw = httparse::Request::new(&mut headers);
+    let Some(len) = parse_raw(buf, max_head, &mut raw)? else {
+        return Ok(None);
+    };
+    let (Some(method), Some(target), Some(minor)) = (raw.method, raw.path, raw.version) else {
+        return Err(bad("malformed request line"));
+    };
+    let target = origin_form(target)?;
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut req = Request {
+        method,
+        path,
+        query,
+        keep_alive: minor == 1,
+        http10: minor == 0,
+        ..Request::default()
+    };
+    let mut facts = HeadFacts::default();
+    for h in raw.headers.iter() {
+        if !USED_HEADERS.iter().any(|u| h.name.eq_ignore_ascii_case(u)) {
+            // Opaque to us (RFC 9110 5.5): a Latin-1 User-Agent is no reason to refuse.
+            continue;
+        }
+        let Ok(value) = std::str::from_utf8(h.value) else {
+            return Err(bad("header value is not valid UTF-8"));
+        };
+        read_header(&mut req, &mut facts, h.name, value.trim(), minor)?;
+    }
+    req.framing = Some(framing(&facts, minor)?);
+    Ok(Some((req, len)))
+}
+
+/// The headers ssecast reads; every other header is opaque.
+const USED_HEADERS: [&str; 12] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "last-event-id",
+    "origin",
+    "authorization",
+    "content-type",
+    "x-forwarded-for",
+    "x-real-ip",
+    "access-control-request-method",
+    "expect",
+];
+
+/// What the headers say about the request's framing and host.
+#[derive(Default)]
+struct HeadFacts {
+    hosts: usize,
+    length: Option<usize>,
+    chunked: bool,
+}
+
+/// httparse's verdict as ours; the head's length once complete.
+fn parse_raw<'b>(
+    buf: &'b [u8],
+    max_head: usize,
+    raw: &mut httparse::Request<'_, 'b>,
+) -> Result<Option<usize>, HttpError> {
     let len = match raw.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
@@ -88,106 +149,81 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Request<'_>, us
     if len > max_head {
         return Err(HttpError::new(431, "request headers too large"));
     }
-    let (Some(method), Some(target), Some(minor)) = (raw.method, raw.path, raw.version) else {
-        return Err(bad("malformed request line"));
-    };
-    let target = origin_form(target)?;
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let mut req = Request {
-        method,
-        path,
-        query,
-        keep_alive: minor == 1,
-        http10: minor == 0,
-        ..Request::default()
-    };
-    let mut host = 0;
-    let mut length: Option<usize> = None;
-    let mut chunked = false;
-    for h in raw.headers.iter() {
-        let name = h.name;
-        const USED: [&str; 11] = [
-            "host",
-            "content-length",
-            "transfer-encoding",
-            "connection",
-            "last-event-id",
-            "origin",
-            "authorization",
-            "content-type",
-            "x-forwarded-for",
-            "x-real-ip",
-            "access-control-request-method",
-        ];
-        let used = USED.iter().any(|u| name.eq_ignore_ascii_case(u))
-            || name.eq_ignore_ascii_case("expect");
-        if !used {
-            // Opaque to us (RFC 9110 5.5): a Latin-1 User-Agent is no reason to refuse.
-            continue;
+    Ok(Some(len))
+}
+
+/// One header ssecast reads, into the request or the framing facts.
+fn read_header<'a>(
+    req: &mut Request<'a>,
+    facts: &mut HeadFacts,
+    name: &str,
+    value: &'a str,
+    minor: u8,
+) -> Result<(), HttpError> {
+    let is = |n: &str| name.eq_ignore_ascii_case(n);
+    if is("host") {
+        facts.hosts += 1;
+        if !valid_host(value) {
+            return Err(bad("invalid Host header"));
         }
-        let Ok(value) = std::str::from_utf8(h.value) else {
-            return Err(bad("header value is not valid UTF-8"));
-        };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("host") {
-            host += 1;
-            if !valid_host(value) {
-                return Err(bad("invalid Host header"));
-            }
-        } else if name.eq_ignore_ascii_case("content-length") {
-            let n = parse_length(value)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(bad("conflicting Content-Length headers"));
-            }
-            length = Some(n);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            if chunked || !value.eq_ignore_ascii_case("chunked") {
-                return Err(HttpError::new(
-                    501,
-                    "only 'Transfer-Encoding: chunked' is supported",
-                ));
-            }
-            chunked = true;
-        } else if name.eq_ignore_ascii_case("connection") {
-            for token in value.split(',').map(str::trim) {
-                if token.eq_ignore_ascii_case("close") {
-                    req.keep_alive = false;
-                } else if token.eq_ignore_ascii_case("keep-alive") && minor == 0 {
-                    req.keep_alive = true;
-                }
-            }
-        } else if name.eq_ignore_ascii_case("last-event-id") {
-            req.last_event_id = Some(value);
-        } else if name.eq_ignore_ascii_case("origin") {
-            req.origin = Some(value);
-        } else if name.eq_ignore_ascii_case("authorization") {
-            req.authorization = Some(value);
-        } else if name.eq_ignore_ascii_case("content-type") {
-            req.content_type = Some(value);
-        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
-            req.forwarded_for = Some(value);
-        } else if name.eq_ignore_ascii_case("x-real-ip") {
-            req.real_ip = Some(value);
-        } else if name.eq_ignore_ascii_case("access-control-request-method") {
-            req.preflight_method = Some(value);
-        } else if name.eq_ignore_ascii_case("expect") && minor == 1 {
-            // RFC 9110 10.1.1: an HTTP/1.0 client's expectation is ignored.
-            if !value.eq_ignore_ascii_case("100-continue") {
-                return Err(HttpError::new(
-                    417,
-                    "only 'Expect: 100-continue' is supported",
-                ));
-            }
-            req.expect_continue = true;
+    } else if is("content-length") {
+        let n = parse_length(value)?;
+        if facts.length.is_some_and(|l| l != n) {
+            return Err(bad("conflicting Content-Length headers"));
         }
+        facts.length = Some(n);
+    } else if is("transfer-encoding") {
+        if facts.chunked || !value.eq_ignore_ascii_case("chunked") {
+            return Err(HttpError::new(
+                501,
+                "only 'Transfer-Encoding: chunked' is supported",
+            ));
+        }
+        facts.chunked = true;
+    } else if is("connection") {
+        for token in value.split(',').map(str::trim) {
+            if token.eq_ignore_ascii_case("close") {
+                req.keep_alive = false;
+            } else if token.eq_ignore_ascii_case("keep-alive") && minor == 0 {
+                req.keep_alive = true;
+            }
+        }
+    } else if is("last-event-id") {
+        req.last_event_id = Some(value);
+    } else if is("origin") {
+        req.origin = Some(value);
+    } else if is("authorization") {
+        req.authorization = Some(value);
+    } else if is("content-type") {
+        req.content_type = Some(value);
+    } else if is("x-forwarded-for") {
+        req.forwarded_for = Some(value);
+    } else if is("x-real-ip") {
+        req.real_ip = Some(value);
+    } else if is("access-control-request-method") {
+        req.preflight_method = Some(value);
+    } else if is("expect") && minor == 1 {
+        // RFC 9110 10.1.1: an HTTP/1.0 client's expectation is ignored.
+        if !value.eq_ignore_ascii_case("100-continue") {
+            return Err(HttpError::new(
+                417,
+                "only 'Expect: 100-continue' is supported",
+            ));
+        }
+        req.expect_continue = true;
     }
-    if host > 1 {
+    Ok(())
+}
+
+/// The body's framing, and the Host rules, once every header is read.
+fn framing(facts: &HeadFacts, minor: u8) -> Result<Framing, HttpError> {
+    if facts.hosts > 1 {
         return Err(bad("more than one Host header"));
     }
-    if minor == 1 && host == 0 {
+    if minor == 1 && facts.hosts == 0 {
         return Err(bad("missing Host header"));
     }
-    req.framing = Some(match (length, chunked) {
+    Ok(match (facts.length, facts.chunked) {
         (Some(_), true) => {
             return Err(bad(
                 "both Content-Length and Transfer-Encoding (request smuggling)",
@@ -197,8 +233,7 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Request<'_>, us
         (_, true) => Framing::Chunked,
         (Some(0), false) | (None, false) => Framing::Empty,
         (Some(n), false) => Framing::Length(n),
-    });
-    Ok(Some((req, len)))
+    })
 }
 
 /// httparse says "Version" for any request line whose last part is not
@@ -309,53 +344,7 @@ impl Chunked {
     ) -> Result<Option<usize>, HttpError> {
         use ChunkState::*;
         while self.pos < input.len() {
-            let b = input[self.pos];
             match self.state {
-                Size => match b {
-                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                        self.digits += 1;
-                        if self.digits > 15 {
-                            return Err(bad("chunk size too long"));
-                        }
-                        self.size = self.size * 16 + u64::from(hex_val(b));
-                    }
-                    b';' if self.digits > 0 => self.state = Ext,
-                    b' ' | b'\t' if self.digits > 0 => self.state = SizeBws,
-                    b'\r' if self.digits > 0 => self.state = SizeLf,
-                    _ => return Err(bad("invalid chunk size")),
-                },
-                SizeBws => match b {
-                    b' ' | b'\t' => {}
-                    b';' => self.state = Ext,
-                    b'\r' => self.state = SizeLf,
-                    _ => return Err(bad("invalid chunk size")),
-                },
-                Ext => match b {
-                    b'\r' => self.state = SizeLf,
-                    b'\n' => return Err(bad("chunk line must end with CRLF")),
-                    b if b != b'\t' && (b < 0x20 || b == 0x7f) => {
-                        return Err(bad("control character in a chunk extension"))
-                    }
-                    _ => {
-                        self.trailer_bytes += 1;
-                        if self.trailer_bytes > max_trailer {
-                            return Err(HttpError::new(431, "chunk extensions too large"));
-                        }
-                    }
-                },
-                SizeLf => {
-                    if b != b'\n' {
-                        return Err(bad("chunk line must end with CRLF"));
-                    }
-                    if self.size == 0 {
-                        self.state = TrailerStart;
-                    } else {
-                        if body.len() as u64 + self.size > max_body as u64 {
-                            return Err(HttpError::new(413, "request body too large"));
-                        }
-                        self.state = Data;
-                    }
-                }
                 Data => {
                     let take = (self.size as usize).min(input.len() - self.pos);
                     body.extend_from_slice(&input[self.pos..self.pos + take]);
@@ -366,65 +355,151 @@ impl Chunked {
                     }
                     continue;
                 }
-                DataCr => {
-                    if b != b'\r' {
-                        return Err(bad("chunk data must be followed by CRLF"));
-                    }
-                    self.state = DataLf;
-                }
-                DataLf => {
-                    if b != b'\n' {
-                        return Err(bad("chunk data must be followed by CRLF"));
-                    }
-                    self.state = Size;
-                    self.digits = 0;
-                }
-                TrailerStart => match b {
-                    b'\r' => self.state = EndLf,
-                    b'\n' => return Err(bad("chunked body must end with CRLF")),
-                    b':' => return Err(bad("trailer field without a name")),
-                    _ => {
-                        self.trailer_colon = false;
-                        self.state = TrailerLine;
-                    }
-                },
-                TrailerLine => {
-                    self.trailer_bytes += 1;
-                    if self.trailer_bytes > max_trailer {
-                        return Err(HttpError::new(431, "trailers too large"));
-                    }
-                    match b {
-                        b'\r' if !self.trailer_colon => {
-                            return Err(bad("trailer line is not a field line"))
-                        }
-                        b'\r' => self.state = TrailerLf,
-                        b'\n' => return Err(bad("trailer line must end with CRLF")),
-                        b':' => self.trailer_colon = true,
-                        b if b != b'\t' && (b < 0x20 || b == 0x7f) => {
-                            return Err(bad("control character in a trailer"))
-                        }
-                        _ => {}
-                    }
-                }
-                TrailerLf => {
-                    if b != b'\n' {
-                        return Err(bad("trailer line must end with CRLF"));
-                    }
-                    self.state = TrailerStart;
-                }
-                EndLf => {
-                    if b != b'\n' {
-                        return Err(bad("chunked body must end with CRLF"));
-                    }
-                    self.state = Done;
-                    self.pos += 1;
-                    return Ok(Some(self.pos));
-                }
                 Done => return Ok(Some(self.pos)),
+                _ => {}
             }
+            let b = input[self.pos];
             self.pos += 1;
+            let done = match self.state {
+                Size | SizeBws | Ext | SizeLf => {
+                    self.size_byte(b, body.len(), max_body, max_trailer)?
+                }
+                DataCr | DataLf => self.data_end_byte(b)?,
+                _ => self.trailer_byte(b, max_trailer)?,
+            };
+            if done {
+                return Ok(Some(self.pos));
+            }
         }
         Ok(None)
+    }
+
+    /// A byte of a chunk-size line: hex digits, whitespace, an extension,
+    /// CRLF. Never completes the body.
+    fn size_byte(
+        &mut self,
+        b: u8,
+        body_len: usize,
+        max_body: usize,
+        max_trailer: usize,
+    ) -> Result<bool, HttpError> {
+        use ChunkState::*;
+        match self.state {
+            Size => match b {
+                b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                    self.digits += 1;
+                    if self.digits > 15 {
+                        return Err(bad("chunk size too long"));
+                    }
+                    self.size = self.size * 16 + u64::from(hex_val(b));
+                }
+                b';' if self.digits > 0 => self.state = Ext,
+                b' ' | b'\t' if self.digits > 0 => self.state = SizeBws,
+                b'\r' if self.digits > 0 => self.state = SizeLf,
+                _ => return Err(bad("invalid chunk size")),
+            },
+            SizeBws => match b {
+                b' ' | b'\t' => {}
+                b';' => self.state = Ext,
+                b'\r' => self.state = SizeLf,
+                _ => return Err(bad("invalid chunk size")),
+            },
+            Ext => match b {
+                b'\r' => self.state = SizeLf,
+                b'\n' => return Err(bad("chunk line must end with CRLF")),
+                b if b != b'\t' && (b < 0x20 || b == 0x7f) => {
+                    return Err(bad("control character in a chunk extension"))
+                }
+                _ => {
+                    self.trailer_bytes += 1;
+                    if self.trailer_bytes > max_trailer {
+                        return Err(HttpError::new(431, "chunk extensions too large"));
+                    }
+                }
+            },
+            _ => {
+                if b != b'\n' {
+                    return Err(bad("chunk line must end with CRLF"));
+                }
+                if self.size == 0 {
+                    self.state = TrailerStart;
+                } else {
+                    if body_len as u64 + self.size > max_body as u64 {
+                        return Err(HttpError::new(413, "request body too large"));
+                    }
+                    self.state = Data;
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// The CRLF after a chunk's data.
+    fn data_end_byte(&mut self, b: u8) -> Result<bool, HttpError> {
+        let want = if self.state == ChunkState::DataCr {
+            b'\r'
+        } else {
+            b'\n'
+        };
+        if b != want {
+            return Err(bad("chunk data must be followed by CRLF"));
+        }
+        if self.state == ChunkState::DataCr {
+            self.state = ChunkState::DataLf;
+        } else {
+            self.state = ChunkState::Size;
+            self.digits = 0;
+        }
+        Ok(false)
+    }
+
+    /// A byte of the trailer section or of the final CRLF; true when the
+    /// body is complete.
+    fn trailer_byte(&mut self, b: u8, max_trailer: usize) -> Result<bool, HttpError> {
+        use ChunkState::*;
+        match self.state {
+            TrailerStart => match b {
+                b'\r' => self.state = EndLf,
+                b'\n' => return Err(bad("chunked body must end with CRLF")),
+                b':' => return Err(bad("trailer field without a name")),
+                _ => {
+                    self.trailer_colon = false;
+                    self.state = TrailerLine;
+                }
+            },
+            TrailerLine => {
+                self.trailer_bytes += 1;
+                if self.trailer_bytes > max_trailer {
+                    return Err(HttpError::new(431, "trailers too large"));
+                }
+                match b {
+                    b'\r' if !self.trailer_colon => {
+                        return Err(bad("trailer line is not a field line"))
+                    }
+                    b'\r' => self.state = TrailerLf,
+                    b'\n' => return Err(bad("trailer line must end with CRLF")),
+                    b':' => self.trailer_colon = true,
+                    b if b != b'\t' && (b < 0x20 || b == 0x7f) => {
+                        return Err(bad("control character in a trailer"))
+                    }
+                    _ => {}
+                }
+            }
+            TrailerLf => {
+                if b != b'\n' {
+                    return Err(bad("trailer line must end with CRLF"));
+                }
+                self.state = TrailerStart;
+            }
+            _ => {
+                if b != b'\n' {
+                    return Err(bad("chunked body must end with CRLF"));
+                }
+                self.state = Done;
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }
 

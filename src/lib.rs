@@ -6,7 +6,7 @@
 //! write path), `channel` (the logs of encoded frames that subscribers read
 //! through cursors), `timer` (the wheel that drives heartbeats and
 //! deadlines); `conn` is one connection, `listener` the listening socket and
-//! its limits, `clock` the loop's time; `http` and `sse` the wire formats.
+//! its limits, `clock` the loop's time, `shutdown` how it is asked to stop; `http` and `sse` the wire formats.
 
 pub mod channel;
 pub mod clock;
@@ -18,10 +18,12 @@ pub mod reader;
 pub mod routes;
 pub mod server;
 pub mod session;
+pub mod shutdown;
 pub mod sse;
 pub mod stats;
 pub mod stream;
 pub mod timer;
 
 pub use config::{Config, ConfigError};
-pub use server::{Server, ShutdownHandle};
+pub use server::Server;
+pub use shutdown::ShutdownHandle;

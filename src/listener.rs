@@ -1,9 +1,12 @@
-//! The listening socket and the limits that follow from the open-file
-//! limit: how many streams, and how many connections in all.
+//! The listening socket, the limits that follow from the open-file limit
+//! (how many streams, how many connections in all), and accepting.
 
 use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
-use mio::net::TcpListener;
+use mio::net::{TcpListener, TcpStream};
+use mio::Registry;
 
 use crate::config::Config;
 
@@ -107,4 +110,96 @@ fn raise_fd_limit() -> u64 {
         }
     }
     lim.rlim_cur
+}
+
+/// Retry `accept` this soon after running out of file descriptors.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// What [`Acceptor::next`] came to.
+pub enum Next {
+    Conn(TcpStream, SocketAddr),
+    /// Nothing more to accept now (or accepting has stopped).
+    Idle,
+    /// accept() failed (EMFILE, ENFILE, ENOBUFS): paused until a
+    /// connection closes or [`Acceptor::wake_at`].
+    Failed,
+}
+
+/// The accepting side: the listener, and the pause after accept() failed.
+///
+/// With an edge-triggered listener no new event may come while the backlog
+/// stays queued, so a failed accept is retried after a close or shortly,
+/// never in a spin.
+pub struct Acceptor {
+    listener: Option<TcpListener>,
+    paused: Option<Instant>,
+    /// Warned once until accepting works again.
+    failing: bool,
+}
+
+impl Acceptor {
+    pub fn new(listener: TcpListener) -> Acceptor {
+        Acceptor {
+            listener: Some(listener),
+            paused: None,
+            failing: false,
+        }
+    }
+
+    pub fn next(&mut self, now: Instant) -> Next {
+        loop {
+            let Some(listener) = self.listener.as_ref() else {
+                return Next::Idle;
+            };
+            return match listener.accept() {
+                Ok((stream, addr)) => {
+                    if self.failing {
+                        self.failing = false;
+                        log::info!("accepting connections again");
+                    }
+                    Next::Conn(stream, addr)
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Next::Idle,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e) => {
+                    if !self.failing {
+                        self.failing = true;
+                        log::warn!("accept failed: {e}; retrying in {ACCEPT_RETRY:?}");
+                    }
+                    self.paused = Some(now + ACCEPT_RETRY);
+                    Next::Failed
+                }
+            };
+        }
+    }
+
+    /// When a paused accept is to be retried.
+    pub fn wake_at(&self) -> Option<Instant> {
+        self.paused
+    }
+
+    /// Whether a paused accept is due now; clears the pause if so.
+    pub fn retry_due(&mut self, now: Instant) -> bool {
+        if self.paused.is_some_and(|t| now >= t) {
+            self.paused = None;
+            return true;
+        }
+        false
+    }
+
+    /// A descriptor was freed: a paused accept may go at once.
+    pub fn descriptor_freed(&mut self, now: Instant) {
+        if self.paused.is_some() {
+            self.paused = Some(now);
+        }
+    }
+
+    /// Stops accepting for good (shutdown).
+    pub fn stop(&mut self, registry: &Registry) {
+        if let Some(mut l) = self.listener.take() {
+            let _ = registry.deregister(&mut l);
+        }
+        self.paused = None;
+    }
 }

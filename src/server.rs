@@ -8,15 +8,12 @@
 //! the timer wheel (`timer.rs`) says whose deadline came. The bookkeeping
 //! between them (statistics, timers, dropping, closing) happens here.
 
-use std::collections::HashMap;
 use std::io::{self, IoSlice};
-use std::net::{IpAddr, Shutdown, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::channel::{Hub, PublishError};
@@ -24,11 +21,12 @@ use crate::clock::{Clock, Jitter};
 use crate::config::Config;
 use crate::conn::{self, Conn, Phase};
 use crate::http::HttpError;
-use crate::listener::{self, REJECT_RESERVE};
-use crate::routes::Attach;
+use crate::listener::{self, Acceptor, Next, REJECT_RESERVE};
+use crate::routes::subscribe::Streams;
+use crate::shutdown::{ShutdownHandle, Stop};
 use crate::sse;
 use crate::stats::{Reject, Stats};
-use crate::stream::{self, Subscriber};
+use crate::stream::{self, Deadlines, Due};
 use crate::timer::{Timer, Wheel};
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -42,50 +40,27 @@ const READ_BUF: usize = 64 * 1024;
 /// Reads from one connection per loop turn before others get a go; the
 /// rest is read next turn (the loop then polls without sleeping).
 pub(crate) const READS_PER_TURN: u32 = 8;
-/// Retry `accept` this soon after running out of file descriptors.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-
-/// Starts a graceful shutdown from any thread.
-#[derive(Clone)]
-pub struct ShutdownHandle {
-    flag: Arc<AtomicBool>,
-    waker: Arc<Waker>,
-}
-
-impl ShutdownHandle {
-    pub fn shutdown(&self) {
-        self.flag.store(true, Ordering::SeqCst);
-        let _ = self.waker.wake();
-    }
-}
 
 pub struct Server {
     pub(crate) cfg: Config,
+    /// The stream deadlines of `cfg`, in milliseconds.
+    deadlines: Deadlines,
     poll: Poll,
-    listener: Option<TcpListener>,
+    acceptor: Acceptor,
     local_addr: SocketAddr,
     pub(crate) conns: Slab<Conn>,
     pub(crate) hub: Hub,
     wheel: Wheel,
     pub(crate) stats: Stats,
-    /// Streams per client address; only kept when a per-IP limit is set.
-    pub(crate) per_ip: HashMap<IpAddr, u32>,
     pub(crate) scratch: Vec<u8>,
     pub(crate) clock: Clock,
     pub(crate) jitter: Jitter,
-    /// Concurrent streams allowed (`--max-connections`).
-    pub(crate) max_connections: usize,
     /// Connections accepted before new ones get 503 at once.
     pub(crate) accept_cap: usize,
-    /// Open streams.
-    pub(crate) streams: usize,
-    accept_paused: Option<Instant>,
-    /// accept() has been failing (warned once until it succeeds again).
-    accept_failing: bool,
+    /// Open streams and their limits.
+    pub(crate) streams: Streams,
     pub(crate) draining: Option<Instant>,
-    shutdown_flag: Arc<AtomicBool>,
-    waker: Arc<Waker>,
-    signals: Option<signal_hook_mio::v1_0::Signals>,
+    stop: Stop,
     dirty: Vec<u32>,
     expired: Vec<Timer>,
     dropped_slow: Vec<&'static str>,
@@ -94,8 +69,8 @@ pub struct Server {
     /// Status and body length of the last response written (access log).
     pub(crate) last_response: (u16, usize),
     /// The `$status` channel and when to publish to it next.
-    status_channel: Option<u32>,
-    status_next: Option<Instant>,
+    pub(crate) status_channel: Option<u32>,
+    pub(crate) status_next: Option<Instant>,
 }
 
 impl Server {
@@ -108,36 +83,36 @@ impl Server {
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let stop = Stop::new(poll.registry(), WAKER)?;
         let now = Instant::now();
         // Reserve the slab and timer nodes up front: pages are touched only
         // as connections arrive, so memory grows linearly with subscribers
         // instead of doubling.
         let reserve = (listening.accept_cap + REJECT_RESERVE).min(1 << 20);
+        let streams = Streams::new(listening.max_connections, cfg.max_connections_per_ip);
         let mut wheel = Wheel::new(now, TICK);
         wheel.reserve(reserve);
         Ok(Server {
             hub: Hub::new(cfg.history_bytes, cfg.max_channels),
+            deadlines: Deadlines {
+                heartbeat_ms: cfg.heartbeat_interval.as_millis() as u64,
+                write_timeout_ms: cfg.write_timeout.as_millis() as u64,
+                tick_ms: TICK.as_millis() as u64,
+            },
             cfg,
             poll,
-            listener: Some(listener),
+            acceptor: Acceptor::new(listener),
             local_addr,
             conns: Slab::with_capacity(reserve),
             wheel,
             stats: Stats::default(),
-            per_ip: HashMap::new(),
             scratch: vec![0; READ_BUF],
             clock: Clock::new(now),
             jitter: Jitter::seeded(),
-            max_connections: listening.max_connections,
             accept_cap: listening.accept_cap,
-            streams: 0,
-            accept_paused: None,
-            accept_failing: false,
+            streams,
             draining: None,
-            shutdown_flag: Arc::new(AtomicBool::new(false)),
-            waker,
-            signals: None,
+            stop,
             dirty: Vec::new(),
             expired: Vec::new(),
             dropped_slow: Vec::new(),
@@ -153,27 +128,16 @@ impl Server {
     }
 
     pub fn max_connections(&self) -> usize {
-        self.max_connections
+        self.streams.max()
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle {
-            flag: self.shutdown_flag.clone(),
-            waker: self.waker.clone(),
-        }
+        self.stop.handle()
     }
 
     /// SIGTERM and SIGINT start a graceful shutdown.
     pub fn handle_signals(&mut self) -> io::Result<()> {
-        let mut signals = signal_hook_mio::v1_0::Signals::new([
-            signal_hook::consts::SIGTERM,
-            signal_hook::consts::SIGINT,
-        ])?;
-        self.poll
-            .registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)?;
-        self.signals = Some(signals);
-        Ok(())
+        self.stop.install_signals(self.poll.registry(), SIGNALS)
     }
 
     /// Runs until a shutdown completes.
@@ -195,7 +159,7 @@ impl Server {
                 match ev.token() {
                     LISTENER => self.accept(),
                     WAKER => {}
-                    SIGNALS => self.read_signals(),
+                    SIGNALS => self.stop.read_signals(),
                     Token(key) => {
                         let r = ev.is_readable() || ev.is_read_closed() || ev.is_error();
                         let w = ev.is_writable() || ev.is_write_closed() || ev.is_error();
@@ -207,11 +171,10 @@ impl Server {
                     }
                 }
             }
-            if self.shutdown_flag.load(Ordering::SeqCst) && self.draining.is_none() {
+            if self.stop.requested() && self.draining.is_none() {
                 self.begin_shutdown();
             }
-            if self.accept_paused.is_some_and(|t| self.clock.now() >= t) {
-                self.accept_paused = None;
+            if self.acceptor.retry_due(self.clock.now()) {
                 self.accept();
             }
             self.publish_status();
@@ -238,7 +201,7 @@ impl Server {
             return Some(Duration::ZERO);
         }
         let mut wake = self.wheel.next_wake();
-        for t in [self.draining, self.accept_paused, self.status_next]
+        for t in [self.draining, self.acceptor.wake_at(), self.status_next]
             .into_iter()
             .flatten()
         {
@@ -247,43 +210,15 @@ impl Server {
         wake.map(|w| w.saturating_duration_since(Instant::now()))
     }
 
-    fn read_signals(&mut self) {
-        if let Some(signals) = self.signals.as_mut() {
-            for sig in signals.pending() {
-                log::info!("signal {sig} received: shutting down gracefully");
-                self.shutdown_flag.store(true, Ordering::SeqCst);
-            }
-        }
-    }
-
     // ---- accepting -------------------------------------------------------
 
     fn accept(&mut self) {
         loop {
-            let Some(listener) = self.listener.as_ref() else {
-                return;
-            };
-            match listener.accept() {
-                Ok((stream, addr)) => {
-                    if self.accept_failing {
-                        self.accept_failing = false;
-                        log::info!("accepting connections again");
-                    }
-                    self.admit(stream, addr)
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
-                Err(e) => {
-                    // EMFILE/ENFILE/ENOBUFS: the backlog stays queued. With an
-                    // edge-triggered listener no new event may come, so retry
-                    // after a close or shortly; never spin.
+            match self.acceptor.next(self.clock.now()) {
+                Next::Conn(stream, addr) => self.admit(stream, addr),
+                Next::Idle => return,
+                Next::Failed => {
                     self.stats.accept_errors += 1;
-                    if !self.accept_failing {
-                        self.accept_failing = true;
-                        log::warn!("accept failed: {e}; retrying in {ACCEPT_RETRY:?}");
-                    }
-                    self.accept_paused = Some(self.clock.now() + ACCEPT_RETRY);
                     return;
                 }
             }
@@ -344,40 +279,6 @@ impl Server {
     }
 
     // ---- streams ----------------------------------------------------------
-
-    /// Turns a connection into a subscriber: its place in the channel, its
-    /// per-client count, the stream's head queued, the heartbeat timer.
-    pub(crate) fn attach(&mut self, key: usize, a: Attach, status: bool) {
-        self.last_response = (200, 0);
-        let now_ms = self.clock.ms();
-        let index = self.hub.subscribe(a.channel, key as u32);
-        let mut sub = Subscriber::new(
-            a.channel,
-            index,
-            a.cursor,
-            &self.hub.get(a.channel).log,
-            a.chunked,
-            now_ms,
-        );
-        sub.counted = a.counted.is_some();
-        self.streams += 1;
-        if let Some(ip) = a.counted {
-            *self.per_ip.entry(ip).or_insert(0) += 1;
-        }
-        if let Some(c) = self.conns.get_mut(key) {
-            if let Some(ip) = a.counted {
-                c.ip = ip;
-            }
-            // Responses to requests pipelined before this one go out first.
-            c.out.push_vec(a.head);
-            c.phase = Phase::Stream(sub);
-        }
-        self.schedule_heartbeat(key, now_ms);
-        if status {
-            self.status_channel = Some(a.channel);
-            self.status_next.get_or_insert(self.clock.now());
-        }
-    }
 
     fn drive_stream(&mut self, key: usize) {
         // A subscriber has nothing to say; read only to notice it leaving.
@@ -525,63 +426,36 @@ impl Server {
 
     /// A connection's I/O deadline came.
     fn on_timer(&mut self, key: usize) {
-        let now_ms = self.clock.ms();
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        let out_left = c.out.len();
-        match &mut c.phase {
-            Phase::Request { reader, .. } => {
-                if out_left > 0 {
-                    // Timers run on the write timeout while output drains
-                    // (see drive_request): no progress for that long.
-                    log::debug!("client does not read its responses; closing");
-                    self.close(key);
-                } else if reader.is_some() {
-                    self.stats.reject(Reject::HeaderTimeout);
-                    log::debug!("request not complete before the header deadline");
-                    let e = HttpError::new(408, "request not complete before the header deadline");
-                    self.respond_error(key, &e, &[]);
-                    self.begin_close(key);
-                } else {
-                    self.close(key);
+        let Phase::Stream(sub) = &mut c.phase else {
+            return self.on_request_deadline(key);
+        };
+        let now_ms = self.clock.ms();
+        match stream::due(sub, now_ms, &self.deadlines) {
+            Due::Stalled => {
+                self.stats.stalled_consumers_dropped += 1;
+                self.dropped_slow.push("socket did not drain");
+                conn::reset_on_close(&c.stream);
+                self.close(key);
+            }
+            Due::StallIn(ms) => self.after(key, Duration::from_millis(ms)),
+            Due::Heartbeat => {
+                sub.start_heartbeat();
+                self.stats.heartbeats += 1;
+                self.write_stream(key);
+                let drained = self
+                    .conns
+                    .get(key)
+                    .and_then(Conn::subscriber)
+                    .is_some_and(|s| s.stalled_since_ms == u64::MAX);
+                if drained {
+                    self.schedule_heartbeat(key, now_ms);
                 }
             }
-            Phase::Closing { .. } => self.close(key),
-            Phase::Stream(sub) if sub.stalled_since_ms != u64::MAX => {
-                let stalled_for = now_ms.saturating_sub(sub.stalled_since_ms);
-                let limit = self.cfg.write_timeout.as_millis() as u64;
-                if stalled_for >= limit {
-                    self.stats.stalled_consumers_dropped += 1;
-                    self.dropped_slow.push("socket did not drain");
-                    conn::reset_on_close(&c.stream);
-                    self.close(key);
-                } else {
-                    self.after(key, Duration::from_millis(limit - stalled_for));
-                }
-            }
-            Phase::Stream(sub) => {
-                let hb_ms = self.cfg.heartbeat_interval.as_millis() as u64;
-                if hb_ms == 0 {
-                    return;
-                }
-                let due = now_ms + TICK.as_millis() as u64 / 2 >= sub.last_write_ms + hb_ms;
-                if due && sub.start_heartbeat() {
-                    self.stats.heartbeats += 1;
-                    self.write_stream(key);
-                    let drained = self
-                        .conns
-                        .get(key)
-                        .and_then(Conn::subscriber)
-                        .is_some_and(|s| s.stalled_since_ms == u64::MAX);
-                    if drained {
-                        self.schedule_heartbeat(key, now_ms);
-                    }
-                } else {
-                    let last = sub.last_write_ms;
-                    self.schedule_heartbeat(key, last);
-                }
-            }
+            Due::HeartbeatAfter(last) => self.schedule_heartbeat(key, last),
+            Due::Nothing => {}
         }
     }
 
@@ -595,7 +469,7 @@ impl Server {
         };
         self.wheel.cancel_conn(key);
         if let Phase::Stream(sub) = &c.phase {
-            self.streams -= 1;
+            self.streams.closed(sub.counted.then_some(c.ip));
             if let Some(moved) = self.hub.unsubscribe(sub.channel, sub.index) {
                 if let Some(Phase::Stream(m)) =
                     self.conns.get_mut(moved as usize).map(|c| &mut c.phase)
@@ -603,26 +477,13 @@ impl Server {
                     m.index = sub.index;
                 }
             }
-            if sub.counted {
-                if let Some(n) = self.per_ip.get_mut(&c.ip) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.per_ip.remove(&c.ip);
-                    }
-                }
-            }
         }
-        if self.accept_paused.is_some() {
-            self.accept_paused = Some(self.clock.now());
-        }
+        self.acceptor.descriptor_freed(self.clock.now());
     }
 
     fn begin_shutdown(&mut self) {
         self.draining = Some(self.clock.now() + self.cfg.shutdown_grace);
-        if let Some(mut l) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut l);
-        }
-        self.accept_paused = None;
+        self.acceptor.stop(self.poll.registry());
         log::info!(
             "shutting down: {} connections, grace {:?}",
             self.conns.len(),

@@ -21,6 +21,7 @@ use crate::routes::{
 };
 use crate::server::{Server, READS_PER_TURN};
 use crate::stats::{Reject, Snapshot};
+use crate::stream::Subscriber;
 
 /// How long a lingering close waits for the peer to close.
 const LINGER: Duration = Duration::from_secs(2);
@@ -387,13 +388,7 @@ impl Server {
         fixed: Option<&'static str>,
         client: IpAddr,
     ) -> Result<Attach, Refusal> {
-        let admission = subscribe::Admission {
-            draining: self.draining.is_some(),
-            streams: self.streams,
-            max_streams: self.max_connections,
-            from_client: self.per_ip.get(&client).copied().unwrap_or(0) as usize,
-            per_client_limit: self.cfg.max_connections_per_ip,
-        };
+        let admission = self.streams.admission(self.draining.is_some(), client);
         subscribe::admit(&admission)?;
         let target = subscribe::target(req, fixed)?;
         subscribe::admit_client(&admission, client)?;
@@ -422,8 +417,39 @@ impl Server {
             cursor: start.cursor,
             head,
             chunked,
-            counted: (self.cfg.max_connections_per_ip > 0).then_some(client),
+            counted: self.streams.counted_as(client),
         })
+    }
+
+    /// Turns a connection into a subscriber: its place in the channel, its
+    /// per-client count, the stream's head queued, the heartbeat timer.
+    pub(crate) fn attach(&mut self, key: usize, a: Attach, status: bool) {
+        self.last_response = (200, 0);
+        let now_ms = self.clock.ms();
+        let index = self.hub.subscribe(a.channel, key as u32);
+        let mut sub = Subscriber::new(
+            a.channel,
+            index,
+            a.cursor,
+            &self.hub.get(a.channel).log,
+            a.chunked,
+            now_ms,
+        );
+        sub.counted = a.counted.is_some();
+        self.streams.opened(a.counted);
+        if let Some(c) = self.conns.get_mut(key) {
+            if let Some(ip) = a.counted {
+                c.ip = ip;
+            }
+            // Responses to requests pipelined before this one go out first.
+            c.out.push_vec(a.head);
+            c.phase = Phase::Stream(sub);
+        }
+        self.schedule_heartbeat(key, now_ms);
+        if status {
+            self.status_channel = Some(a.channel);
+            self.status_next.get_or_insert(self.clock.now());
+        }
     }
 
     fn publish(
@@ -469,10 +495,35 @@ impl Server {
             hub: &self.hub,
             cfg: &self.cfg,
             connections: self.conns.len(),
-            max_connections: self.max_connections,
+            max_connections: self.streams.max(),
             accept_cap: self.accept_cap,
             uptime_secs: self.clock.uptime_secs(),
             draining: self.draining.is_some(),
+        }
+    }
+
+    /// The I/O deadline of a connection that is not a stream came.
+    pub(crate) fn on_request_deadline(&mut self, key: usize) {
+        let Some(c) = self.conns.get(key) else {
+            return;
+        };
+        match &c.phase {
+            Phase::Request { .. } if !c.out.is_empty() => {
+                // Timers run on the write timeout while output drains
+                // (see drive_request): no progress for that long.
+                log::debug!("client does not read its responses; closing");
+                self.close(key);
+            }
+            Phase::Request {
+                reader: Some(_), ..
+            } => {
+                self.stats.reject(Reject::HeaderTimeout);
+                log::debug!("request not complete before the header deadline");
+                let e = HttpError::new(408, "request not complete before the header deadline");
+                self.respond_error(key, &e, &[]);
+                self.begin_close(key);
+            }
+            _ => self.close(key),
         }
     }
 }

@@ -115,6 +115,50 @@ impl Subscriber {
     }
 }
 
+/// The deadlines of a stream, in milliseconds (heartbeat 0: none).
+pub struct Deadlines {
+    pub heartbeat_ms: u64,
+    pub write_timeout_ms: u64,
+    /// The timer wheel's tick: a heartbeat due within half a tick is sent.
+    pub tick_ms: u64,
+}
+
+/// What a subscriber's I/O deadline means when it comes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Due {
+    /// Its socket has not drained for the write timeout: drop it.
+    Stalled,
+    /// Still stalled, but not for long enough: look again in this many ms.
+    StallIn(u64),
+    /// Quiet for the heartbeat interval: send one now.
+    Heartbeat,
+    /// Not due yet (or cannot start inside a chunk): the next heartbeat is
+    /// one interval after this last write (ms since start).
+    HeartbeatAfter(u64),
+    Nothing,
+}
+
+/// Decides what the deadline of `sub` means at `now_ms`.
+pub fn due(sub: &Subscriber, now_ms: u64, d: &Deadlines) -> Due {
+    if sub.stalled_since_ms != u64::MAX {
+        let stalled_for = now_ms.saturating_sub(sub.stalled_since_ms);
+        return if stalled_for >= d.write_timeout_ms {
+            Due::Stalled
+        } else {
+            Due::StallIn(d.write_timeout_ms - stalled_for)
+        };
+    }
+    if d.heartbeat_ms == 0 {
+        return Due::Nothing;
+    }
+    let quiet = now_ms + d.tick_ms / 2 >= sub.last_write_ms + d.heartbeat_ms;
+    if quiet && sub.heartbeat_left == 0 && sub.chunk_len == 0 {
+        Due::Heartbeat
+    } else {
+        Due::HeartbeatAfter(sub.last_write_ms)
+    }
+}
+
 /// What one call of [`write`] did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Wrote {

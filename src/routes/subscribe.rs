@@ -7,6 +7,7 @@
 //! the connection as a cursor ([`Attach`] → `Server::attach`).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::io::Write;
 use std::net::IpAddr;
 
@@ -20,6 +21,66 @@ use crate::stats::Reject;
 
 /// The history-lost event's name (documented in the README).
 pub const HISTORY_LOST: &str = "history-lost";
+
+/// Open streams, in all and per client address (kept only while a
+/// per-client limit is set).
+pub struct Streams {
+    open: usize,
+    max: usize,
+    per_client_limit: usize,
+    per_client: HashMap<IpAddr, u32>,
+}
+
+impl Streams {
+    pub fn new(max: usize, per_client_limit: usize) -> Streams {
+        Streams {
+            open: 0,
+            max,
+            per_client_limit,
+            per_client: HashMap::new(),
+        }
+    }
+
+    /// Concurrent streams allowed.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// What admission looks at for a stream from `client`.
+    pub fn admission(&self, draining: bool, client: IpAddr) -> Admission {
+        Admission {
+            draining,
+            streams: self.open,
+            max_streams: self.max,
+            from_client: self.per_client.get(&client).copied().unwrap_or(0) as usize,
+            per_client_limit: self.per_client_limit,
+        }
+    }
+
+    /// The address a new stream from `client` is counted as, if any.
+    pub fn counted_as(&self, client: IpAddr) -> Option<IpAddr> {
+        (self.per_client_limit > 0).then_some(client)
+    }
+
+    pub fn opened(&mut self, counted: Option<IpAddr>) {
+        self.open += 1;
+        if let Some(ip) = counted {
+            *self.per_client.entry(ip).or_insert(0) += 1;
+        }
+    }
+
+    pub fn closed(&mut self, counted: Option<IpAddr>) {
+        self.open -= 1;
+        if let Some(ip) = counted {
+            if let Some(n) = self.per_client.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_client.remove(&ip);
+                }
+            }
+        }
+    }
+}
 
 /// What admission looks at.
 pub struct Admission {

@@ -223,3 +223,35 @@ fn chunk_size_lines_are_lowercase_hex() {
         assert_eq!(&b[..n], want.as_bytes());
     }
 }
+
+#[test]
+fn deadlines_mean_stall_heartbeat_or_later() {
+    let log = wrapped_log();
+    let d = Deadlines {
+        heartbeat_ms: 15_000,
+        write_timeout_ms: 30_000,
+        tick_ms: 100,
+    };
+    let mut sub = Subscriber::new(0, 0, log.head(), &log, true, 1_000);
+    assert_eq!(due(&sub, 10_000, &d), Due::HeartbeatAfter(1_000));
+    // Within half a tick of the interval counts as due.
+    assert_eq!(due(&sub, 15_950, &d), Due::Heartbeat);
+    assert_eq!(due(&sub, 16_000, &d), Due::Heartbeat);
+    // Not inside an open chunk, nor during another heartbeat.
+    sub.chunk_len = 5;
+    assert_eq!(due(&sub, 16_000, &d), Due::HeartbeatAfter(1_000));
+    sub.chunk_len = 0;
+    sub.heartbeat_left = 2;
+    assert_eq!(due(&sub, 16_000, &d), Due::HeartbeatAfter(1_000));
+    sub.heartbeat_left = 0;
+    // A stalled writer: its deadline is the write timeout, not a heartbeat.
+    sub.stalled_since_ms = 20_000;
+    assert_eq!(due(&sub, 30_000, &d), Due::StallIn(20_000));
+    assert_eq!(due(&sub, 50_000, &d), Due::Stalled);
+    let off = Deadlines {
+        heartbeat_ms: 0,
+        ..d
+    };
+    sub.stalled_since_ms = u64::MAX;
+    assert_eq!(due(&sub, 99_000, &off), Due::Nothing);
+}
