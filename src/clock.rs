@@ -6,6 +6,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub struct Clock {
     started: Instant,
+    /// The wall clock at `started`, in ms since the epoch.
+    started_unix_ms: u64,
     now: Instant,
     now_ms: u64,
     date: (u64, String),
@@ -13,8 +15,12 @@ pub struct Clock {
 
 impl Clock {
     pub fn new(started: Instant) -> Clock {
+        let started_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         Clock {
             started,
+            started_unix_ms,
             now: started,
             now_ms: 0,
             date: (u64::MAX, String::new()),
@@ -33,6 +39,11 @@ impl Clock {
 
     pub fn started(&self) -> Instant {
         self.started
+    }
+
+    /// The wall clock when the loop's clock started (ms since the epoch).
+    pub fn started_unix_ms(&self) -> u64 {
+        self.started_unix_ms
     }
 
     /// `now` as milliseconds since start.

@@ -17,6 +17,9 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     /// `Duration::ZERO` disables heartbeats.
     pub heartbeat_interval: Duration,
+    /// Heartbeats as `event: NAME` with the time as data, instead of a `:`
+    /// comment (which EventSource never shows a page).
+    pub heartbeat_event: Option<String>,
     pub history_bytes: usize,
     pub publish_token: Option<String>,
     pub cors: Cors,
@@ -44,6 +47,7 @@ impl Default for Config {
             max_connections: 0,
             max_connections_per_ip: 0,
             heartbeat_interval: Duration::from_secs(15),
+            heartbeat_event: None,
             history_bytes: 1 << 20,
             publish_token: None,
             cors: Cors::default(),
@@ -227,6 +231,13 @@ const FLAGS: &[Flag] = &[
         "SECS",
         "15",
         "':' comment to a subscriber quiet this long; 0 = off",
+    ),
+    flag(
+        "heartbeat-event",
+        "SSE_HEARTBEAT_EVENT",
+        "NAME",
+        "none (':' comments)",
+        "send heartbeats as 'event: NAME' with data {\"time\": <unix ms>} and no id",
     ),
     flag(
         "history-bytes",
@@ -425,6 +436,13 @@ impl Config {
                 self.max_connections_per_ip = count(v).ok_or_else(|| bad(WHOLE))?
             }
             "heartbeat-interval" => self.heartbeat_interval = secs(v).ok_or_else(|| bad(SECS))?,
+            "heartbeat-event" => {
+                self.heartbeat_event = match v {
+                    "" => None,
+                    name if crate::sse::valid_name(name) => Some(name.to_string()),
+                    _ => return Err(bad("must be 1 to 128 bytes without control characters")),
+                }
+            }
             "history-bytes" => {
                 self.history_bytes = count(v)
                     .filter(|&n| (1024..=1 << 34).contains(&n))

@@ -591,6 +591,9 @@ pub struct Response<'a> {
     pub date: &'a str,
     /// Extra header lines, each `Name: value` without CRLF.
     pub headers: &'a [&'a str],
+    /// An answer to HEAD: the head as GET would have it (its
+    /// `Content-Length` too), and no content.
+    pub head_only: bool,
 }
 
 impl Response<'_> {
@@ -617,7 +620,9 @@ impl Response<'_> {
         } else {
             b"Connection: close\r\n\r\n"
         });
-        out.extend_from_slice(self.body);
+        if !self.head_only {
+            out.extend_from_slice(self.body);
+        }
     }
 }
 
@@ -824,6 +829,7 @@ mod tests {
             content_type: "application/json",
             body: &error_body("not found"),
             keep_alive: true,
+            head_only: false,
             date: "Sun, 22 Nov 2026 00:00:00 GMT",
             headers: &["X-A: 1"],
         }

@@ -25,6 +25,12 @@ pub struct RequestReader {
 }
 
 impl RequestReader {
+    /// The partial request is a HEAD (its answer, even an error, carries
+    /// no content).
+    pub fn is_head(&self) -> bool {
+        self.buf.starts_with(b"HEAD ")
+    }
+
     /// Complete requests are waiting for the output to drain.
     pub fn is_backlogged(&self) -> bool {
         self.backlogged
@@ -64,8 +70,9 @@ pub trait Handler {
     /// A complete request and its body.
     fn request(&mut self, req: &Request<'_>, body: &[u8]);
     /// The request cannot be read (its framing is unknown or broken):
-    /// answer `e`; nothing after it can be read.
-    fn fail(&mut self, e: &HttpError);
+    /// answer `e` (without content when `head` says it was a HEAD);
+    /// nothing after it can be read.
+    fn fail(&mut self, e: &HttpError, head: bool);
     /// The client waits for `100 Continue` before sending the body.
     fn send_continue(&mut self);
 }
@@ -136,15 +143,16 @@ fn serve(buf: &[u8], st: &mut RequestReader, limits: Limits, h: &mut impl Handle
             Ok(Some(p)) => p,
             Ok(None) => return off,
             Err(e) => {
-                h.fail(&e);
+                h.fail(&e, rest.starts_with(b"HEAD "));
                 return buf.len();
             }
         };
+        let head = req.method == "HEAD";
         let body_input = &rest[head_len..];
         let (body, total): (&[u8], usize) = match req.framing() {
             Framing::Empty => (&[], head_len),
             Framing::Length(n) if n > limits.max_body_bytes => {
-                h.fail(&HttpError::new(413, "request body too large"));
+                h.fail(&HttpError::new(413, "request body too large"), head);
                 return buf.len();
             }
             Framing::Length(n) => {
@@ -168,7 +176,7 @@ fn serve(buf: &[u8], st: &mut RequestReader, limits: Limits, h: &mut impl Handle
                         return off;
                     }
                     Err(e) => {
-                        h.fail(&e);
+                        h.fail(&e, head);
                         return buf.len();
                     }
                 }
@@ -214,8 +222,9 @@ mod tests {
                 String::from_utf8_lossy(body)
             ));
         }
-        fn fail(&mut self, e: &HttpError) {
-            self.seen.push(format!("fail {}", e.status));
+        fn fail(&mut self, e: &HttpError, head: bool) {
+            let head = if head { " head" } else { "" };
+            self.seen.push(format!("fail {}{head}", e.status));
         }
         fn send_continue(&mut self) {
             self.seen.push("100".into());
@@ -285,6 +294,26 @@ mod tests {
         );
         assert!(fed.reader.is_none());
         assert_eq!(h.seen, ["fail 400"]);
+        // A HEAD is answered without content even when it cannot be read.
+        let mut h = Log::default();
+        feed(
+            None,
+            b"HEAD /x HTTP/1.1\r\nHost: \x01\r\n\r\n",
+            LIMITS,
+            &mut h,
+        );
+        assert_eq!(h.seen, ["fail 400 head"]);
+        let mut h = Log::default();
+        let big = "HEAD /p HTTP/1.1\r\nHost: x\r\nContent-Length: 65\r\n\r\n";
+        feed(None, big.as_bytes(), LIMITS, &mut h);
+        assert_eq!(h.seen, ["fail 413 head"]);
+        let fed = feed(
+            None,
+            b"HEAD /slow HTTP/1.1\r\nHo",
+            LIMITS,
+            &mut Log::default(),
+        );
+        assert!(fed.reader.is_some_and(|r| r.is_head()));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::routes::subscribe::Streams;
 use crate::shutdown::{ShutdownHandle, Stop};
 use crate::sse;
 use crate::stats::{Reject, Stats};
-use crate::stream::{self, Deadlines, Due};
+use crate::stream::{self, Deadlines, Due, Heartbeats};
 use crate::timer::{Timer, Wheel};
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -45,6 +45,7 @@ pub struct Server {
     pub(crate) cfg: Config,
     /// The stream deadlines of `cfg`, in milliseconds.
     deadlines: Deadlines,
+    heartbeats: Heartbeats,
     poll: Poll,
     acceptor: Acceptor,
     local_addr: SocketAddr,
@@ -89,6 +90,7 @@ impl Server {
         // as connections arrive, so memory grows linearly with subscribers
         // instead of doubling.
         let reserve = (listening.accept_cap + REJECT_RESERVE).min(1 << 20);
+        let clock = Clock::new(now);
         let streams = Streams::new(listening.max_connections, cfg.max_connections_per_ip);
         let mut wheel = Wheel::new(now, TICK);
         wheel.reserve(reserve);
@@ -99,6 +101,11 @@ impl Server {
                 write_timeout_ms: cfg.write_timeout.as_millis() as u64,
                 tick_ms: TICK.as_millis() as u64,
             },
+            heartbeats: Heartbeats {
+                event: cfg.heartbeat_event.as_deref().map(Box::from),
+                epoch_ms: clock.started_unix_ms(),
+            },
+            clock,
             cfg,
             poll,
             acceptor: Acceptor::new(listener),
@@ -107,7 +114,6 @@ impl Server {
             wheel,
             stats: Stats::default(),
             scratch: vec![0; READ_BUF],
-            clock: Clock::new(now),
             jitter: Jitter::seeded(),
             accept_cap: listening.accept_cap,
             streams,
@@ -246,7 +252,7 @@ impl Server {
         if over {
             self.stats.reject(Reject::ConnectionLimit);
             let e = HttpError::new(503, "connection limit reached; retry later");
-            self.respond_error(key, &e, &["Retry-After: 1"]);
+            self.respond_error(key, &e, &["Retry-After: 1"], false);
             self.begin_close(key);
         } else {
             self.after(key, self.cfg.header_timeout);
@@ -306,7 +312,12 @@ impl Server {
             conn::reset_on_close(&c.stream);
             return self.close(key);
         }
-        let wrote = stream::write(sub, &mut c.out, log, &mut c.stream, &mut c.writable);
+        let sink = stream::Sink {
+            sock: &mut c.stream,
+            writable: &mut c.writable,
+            out: &mut c.out,
+        };
+        let wrote = stream::write(sub, sink, log, &self.heartbeats, now_ms);
         self.stats.bytes_written += wrote.bytes as u64;
         self.stats.deliveries += wrote.frames;
         if wrote.closed {
@@ -442,7 +453,8 @@ impl Server {
             }
             Due::StallIn(ms) => self.after(key, Duration::from_millis(ms)),
             Due::Heartbeat => {
-                sub.start_heartbeat();
+                let len = self.heartbeats.render(sub.chunked, now_ms).as_slice().len();
+                sub.start_heartbeat(len);
                 self.stats.heartbeats += 1;
                 self.write_stream(key);
                 let drained = self

@@ -14,7 +14,7 @@ use crate::conn::{self, Io, Phase};
 use crate::http::{HttpError, Request};
 use crate::reader::{self, Gate, Handler, Limits, MAX_OUT_BACKLOG};
 use crate::routes::publish::{self, Publish, Published};
-use crate::routes::subscribe::{self, Attach};
+use crate::routes::subscribe::{self, Attach, Target};
 use crate::routes::{
     client_ip, cors_headers, page, resolve, status, LogSafe, Refusal, Reply, Resolved, Route,
     STATUS_CHANNEL,
@@ -22,6 +22,13 @@ use crate::routes::{
 use crate::server::{Server, READS_PER_TURN};
 use crate::stats::{Reject, Snapshot};
 use crate::stream::Subscriber;
+
+/// A subscribe that went through.
+enum Opened {
+    Stream(Attach),
+    /// A HEAD: the stream's head, and no stream.
+    Head(Vec<u8>),
+}
 
 /// How long a lingering close waits for the peer to close.
 const LINGER: Duration = Duration::from_secs(2);
@@ -51,8 +58,8 @@ impl Handler for Requests<'_> {
         self.server.handle(self.key, req, body);
     }
 
-    fn fail(&mut self, e: &HttpError) {
-        self.server.fail(self.key, e);
+    fn fail(&mut self, e: &HttpError, head: bool) {
+        self.server.fail(self.key, e, head);
     }
 
     fn send_continue(&mut self) {
@@ -197,20 +204,26 @@ impl Server {
 
     /// Answers a request that cannot be followed by another on this
     /// connection (the framing is unknown or broken), then closes.
-    pub(crate) fn fail(&mut self, key: usize, e: &HttpError) {
+    pub(crate) fn fail(&mut self, key: usize, e: &HttpError, head_only: bool) {
         match e.status {
             400 | 501 | 505 => self.stats.reject(Reject::BadRequest),
             413 => self.stats.reject(Reject::TooLarge),
             _ => {}
         }
         log::debug!("request refused: {} {}", e.status, e.message);
-        self.respond_error(key, e, &[]);
+        self.respond_error(key, e, &[], head_only);
     }
 
     /// An error answer when the request itself could not be read; the
     /// connection closes after it.
-    pub(crate) fn respond_error(&mut self, key: usize, e: &HttpError, extra: &[&str]) {
-        self.send(key, &Reply::error(e, extra, &[]), false);
+    pub(crate) fn respond_error(
+        &mut self,
+        key: usize,
+        e: &HttpError,
+        extra: &[&str],
+        head_only: bool,
+    ) {
+        self.send(key, &Reply::error(e, extra, &[]), false, head_only);
     }
 
     /// Writes out the connection's pending output. Returns false when the
@@ -332,7 +345,7 @@ impl Server {
             Resolved::Endpoint(Route::NotFound) => return,
         };
         let reply = answer.unwrap_or_else(|r| self.refusal(req, r));
-        self.send(key, &reply, keep_alive);
+        self.send(key, &reply, keep_alive, req.method == "HEAD");
     }
 
     /// Counts and logs a refusal; its reply carries CORS headers.
@@ -351,14 +364,16 @@ impl Server {
         Reply::error(&r.error, r.headers, &cors)
     }
 
-    /// Queues a reply on the connection.
-    pub(crate) fn send(&mut self, key: usize, reply: &Reply, keep_alive: bool) {
-        self.last_response = (reply.status, reply.body.len());
+    /// Queues a reply on the connection (`head_only`: an answer to HEAD,
+    /// without content).
+    pub(crate) fn send(&mut self, key: usize, reply: &Reply, keep_alive: bool, head_only: bool) {
+        let sent = if head_only { 0 } else { reply.body.len() };
+        self.last_response = (reply.status, sent);
         let date = self.clock.http_date().to_string();
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        reply.write_to(c.out.buf(), &date, keep_alive);
+        reply.write_to(c.out.buf(), &date, keep_alive, head_only);
         if !keep_alive {
             c.close_after = true;
         }
@@ -372,27 +387,51 @@ impl Server {
         client: IpAddr,
         keep_alive: bool,
     ) {
-        match self.prepare_stream(req, fixed, client) {
-            Ok(attach) => self.attach(key, attach, fixed == Some(STATUS_CHANNEL)),
+        let head_only = req.method == "HEAD";
+        let opened = match self.admit_stream(req, fixed, client) {
+            Ok(target) if head_only => self.head_of_stream(req, &target, keep_alive),
+            Ok(target) => self.start_stream(req, &target, client).map(Opened::Stream),
+            Err(r) => Err(r),
+        };
+        match opened {
+            Ok(Opened::Stream(a)) => self.attach(key, a, fixed == Some(STATUS_CHANNEL)),
+            Ok(Opened::Head(head)) => {
+                self.last_response = (200, 0);
+                if let Some(c) = self.conns.get_mut(key) {
+                    c.out.buf().extend_from_slice(&head);
+                    c.close_after |= !keep_alive;
+                }
+            }
             Err(r) => {
                 let reply = self.refusal(req, r);
-                self.send(key, &reply, keep_alive);
+                self.send(key, &reply, keep_alive, head_only);
             }
         }
     }
 
-    /// The stages of subscribing, in order (see `subscribe.rs`).
-    fn prepare_stream(
+    /// The first stages of subscribing (see `subscribe.rs`): admit,
+    /// what is asked for, the per-client limit, authorise.
+    fn admit_stream<'r>(
         &mut self,
-        req: &Request<'_>,
+        req: &Request<'r>,
         fixed: Option<&'static str>,
         client: IpAddr,
-    ) -> Result<Attach, Refusal> {
+    ) -> Result<Target<'r>, Refusal> {
         let admission = self.streams.admission(self.draining.is_some(), client);
         subscribe::admit(&admission)?;
         let target = subscribe::target(req, fixed)?;
         subscribe::admit_client(&admission, client)?;
         subscribe::authorise(req, &target)?;
+        Ok(target)
+    }
+
+    /// The last stages: the channel, where in its log to start, the head.
+    fn start_stream(
+        &mut self,
+        req: &Request<'_>,
+        target: &Target<'_>,
+        client: IpAddr,
+    ) -> Result<Attach, Refusal> {
         let seed = self.clock.unix_micros();
         let ch = subscribe::find_channel(&mut self.hub, &target.channel, seed)?;
         let start = subscribe::find_start(&self.hub.get(ch).log, target.last_id.as_deref());
@@ -419,6 +458,26 @@ impl Server {
             chunked,
             counted: self.streams.counted_as(client),
         })
+    }
+
+    /// HEAD of a stream: the status and headers a GET would get, and the
+    /// connection stays open for the next request. Creates no channel.
+    fn head_of_stream(
+        &mut self,
+        req: &Request<'_>,
+        target: &Target<'_>,
+        keep_alive: bool,
+    ) -> Result<Opened, Refusal> {
+        subscribe::room_for(&self.hub, &target.channel)?;
+        let cors = cors_headers(&self.cfg.cors, req.origin);
+        let connection = if keep_alive { "keep-alive" } else { "close" };
+        let date = self.clock.http_date();
+        Ok(Opened::Head(subscribe::head_lines(
+            date,
+            &cors,
+            !req.http10,
+            connection,
+        )))
     }
 
     /// Turns a connection into a subscriber: its place in the channel, its
@@ -515,12 +574,13 @@ impl Server {
                 self.close(key);
             }
             Phase::Request {
-                reader: Some(_), ..
+                reader: Some(r), ..
             } => {
+                let head = r.is_head();
                 self.stats.reject(Reject::HeaderTimeout);
                 log::debug!("request not complete before the header deadline");
                 let e = HttpError::new(408, "request not complete before the header deadline");
-                self.respond_error(key, &e, &[]);
+                self.respond_error(key, &e, &[], head);
                 self.begin_close(key);
             }
             _ => self.close(key),

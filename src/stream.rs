@@ -79,23 +79,31 @@ impl Subscriber {
         }
     }
 
-    /// The heartbeat as this stream frames it.
-    pub fn heartbeat(&self) -> &'static [u8] {
-        if self.chunked {
-            crate::sse::HEARTBEAT_CHUNK
-        } else {
-            crate::sse::HEARTBEAT
-        }
-    }
-
-    /// Starts a heartbeat, unless one is under way or a chunk is open (a
-    /// heartbeat may only go between chunks). Returns whether it started.
-    pub fn start_heartbeat(&mut self) -> bool {
+    /// Starts a heartbeat of `len` bytes, unless one is under way or a
+    /// chunk is open (a heartbeat may only go between chunks). Returns
+    /// whether it started.
+    pub fn start_heartbeat(&mut self, len: usize) -> bool {
         if self.heartbeat_left > 0 || self.chunk_len > 0 {
             return false;
         }
-        self.heartbeat_left = self.heartbeat().len() as u8;
+        self.heartbeat_left = len as u8;
         true
+    }
+
+    /// When the heartbeat under way started (ms since the server started).
+    ///
+    /// Invariant: a heartbeat starts only on a subscriber that is not
+    /// stalled, and the write that starts it marks the subscriber stalled
+    /// at that moment if anything is left; it stays so until everything,
+    /// the heartbeat first, has gone out. So while a heartbeat is partly
+    /// sent, `stalled_since_ms` is its start, and the rest is rendered with
+    /// exactly the bytes it started with, without storing them.
+    pub fn heartbeat_started(&self, now_ms: u64) -> u64 {
+        if self.stalled_since_ms != u64::MAX {
+            self.stalled_since_ms
+        } else {
+            now_ms
+        }
     }
 
     /// It fell behind the history: what it still needs was overwritten.
@@ -159,6 +167,64 @@ pub fn due(sub: &Subscriber, now_ms: u64, d: &Deadlines) -> Due {
     }
 }
 
+/// How this hub's heartbeats look: a `:` comment, or (`--heartbeat-event`)
+/// an event with the time as data and no `id:`, so that a page can see it
+/// and its last event id does not move.
+pub struct Heartbeats {
+    pub event: Option<Box<str>>,
+    /// The wall clock (ms since the epoch) when the server started: a
+    /// heartbeat's time is this plus its start on the loop's clock.
+    pub epoch_ms: u64,
+}
+
+/// One heartbeat's bytes, framed as its stream is.
+pub struct HeartbeatBytes {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl HeartbeatBytes {
+    pub fn as_slice(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Heartbeats {
+    /// The heartbeat started at `start_ms` (ms since the server started).
+    pub fn render(&self, chunked: bool, start_ms: u64) -> HeartbeatBytes {
+        let mut hb = HeartbeatBytes {
+            buf: [0; 256],
+            len: 0,
+        };
+        let Some(name) = &self.event else {
+            let b = if chunked {
+                crate::sse::HEARTBEAT_CHUNK
+            } else {
+                crate::sse::HEARTBEAT
+            };
+            hb.buf[..b.len()].copy_from_slice(b);
+            hb.len = b.len();
+            return hb;
+        };
+        // At most 7 + 128 + 16 + 20 + 3 bytes, plus 6 of chunk framing.
+        let mut frame = [0u8; 200];
+        let mut w = &mut frame[..];
+        let time = self.epoch_ms + start_ms;
+        let _ = write!(w, "event: {name}\ndata: {{\"time\": {time}}}\n\n");
+        let n = 200 - w.len();
+        let mut out = &mut hb.buf[..];
+        if chunked {
+            let _ = write!(out, "{n:x}\r\n");
+        }
+        let _ = out.write_all(&frame[..n]);
+        if chunked {
+            let _ = out.write_all(b"\r\n");
+        }
+        hb.len = 256 - out.len();
+        hb
+    }
+}
+
 /// What one call of [`write`] did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Wrote {
@@ -191,18 +257,18 @@ pub fn open_chunk(sub: &mut Subscriber, log: &Log) {
 }
 
 /// What goes into the next `writev`: the pending output (a response head),
-/// the rest of a heartbeat, the open chunk's size line, the log bytes (two
+/// the rest of a heartbeat (`heartbeat` is the whole of it), the open chunk's size line, the log bytes (two
 /// slices when the ring wraps), the chunk's closing CRLF. `size_line` is
 /// scratch space for the size line. Empty slices are allowed.
 pub fn plan<'a>(
     sub: &Subscriber,
     out: &'a [u8],
+    heartbeat: &'a [u8],
     log: &'a Log,
     size_line: &'a mut [u8; 12],
 ) -> Parts<'a> {
     let open = sub.chunk_len > 0;
-    let hb_all = sub.heartbeat();
-    let hb = &hb_all[hb_all.len() - sub.heartbeat_left as usize..];
+    let hb = &heartbeat[heartbeat.len().saturating_sub(sub.heartbeat_left as usize)..];
     let (head, tail): (&[u8], &[u8]) = if open {
         let n = chunk_size_line(sub.chunk_len, size_line);
         (
@@ -265,21 +331,38 @@ pub fn advance(sub: &mut Subscriber, lens: [usize; 6], mut n: usize, log: &Log) 
     Advanced { out, frames }
 }
 
+/// Where a subscriber's bytes go: its socket and readiness, and its
+/// pending output.
+pub struct Sink<'a, W: Write> {
+    pub sock: &'a mut W,
+    pub writable: &'a mut bool,
+    pub out: &'a mut Out,
+}
+
 /// Writes what the subscriber is owed while the socket takes it: as few
 /// `writev`s as the kernel allows, the log sent without a copy. Clears
-/// `writable` when the socket would block.
-pub fn write(
+/// `writable` when the socket would block. `now_ms` is the loop's clock
+/// (ms since start).
+pub fn write<W: Write>(
     sub: &mut Subscriber,
-    out: &mut Out,
+    sink: Sink<'_, W>,
     log: &Log,
-    sock: &mut impl Write,
-    writable: &mut bool,
+    heartbeats: &Heartbeats,
+    now_ms: u64,
 ) -> Wrote {
+    let Sink {
+        sock,
+        writable,
+        out,
+    } = sink;
+    let heartbeat = (sub.heartbeat_left > 0)
+        .then(|| heartbeats.render(sub.chunked, sub.heartbeat_started(now_ms)));
+    let hb: &[u8] = heartbeat.as_ref().map_or(&[], HeartbeatBytes::as_slice);
     let mut wrote = Wrote::default();
     while *writable {
         open_chunk(sub, log);
         let mut size_line = [0u8; 12];
-        let parts = plan(sub, out.pending(), log, &mut size_line);
+        let parts = plan(sub, out.pending(), hb, log, &mut size_line);
         if parts.iter().all(|p| p.is_empty()) {
             break;
         }

@@ -206,3 +206,66 @@ fn an_id_from_before_a_restart_gets_history_lost() {
     let v = expect_history_lost(&mut s, &old.to_string(), new);
     assert_eq!(v["first_available_id"].as_u64(), Some(new), "{v}");
 }
+
+/// nchan's and Mercure's spellings of the resume id work too; the header
+/// wins over any of them.
+#[test]
+fn other_hubs_spellings_of_the_resume_id_and_the_header_wins() {
+    let srv = TestServer::start(&["--retry-ms", "0"]);
+    let mut p = Publisher::new(srv.addr);
+    let ids = publish_n(&mut p, "spell", 4, "s");
+    for name in ["last_event_id", "lastEventID"] {
+        let mut s = subscribe(
+            srv.addr,
+            &format!("/events?channel=spell&{name}={}", ids[1]),
+        );
+        let e = s.next_event_strict();
+        assert_eq!((e.id_u64(), e.data.as_str()), (ids[2], "s2"), "{name}");
+    }
+    let mut s = subscribe_with(
+        srv.addr,
+        &format!("/events?channel=spell&lastEventId={}", ids[0]),
+        &[("Last-Event-ID", &ids[2].to_string())],
+    );
+    let e = s.next_event_strict();
+    assert_eq!(
+        (e.id_u64(), e.data.as_str()),
+        (ids[3], "s3"),
+        "the header wins"
+    );
+}
+
+/// `earliest` (header or query) replays everything still held, then live;
+/// it is never `history-lost`, even when the history has been trimmed.
+#[test]
+fn earliest_replays_the_whole_history_then_live() {
+    let srv = TestServer::start(&["--retry-ms", "0", "--history-bytes", "1024"]);
+    let mut p = Publisher::new(srv.addr);
+    for how in ["header", "query"] {
+        let ch = format!("early-{how}");
+        // 60 events of ~30 bytes: more than 1 KiB, so the oldest are gone.
+        let ids = publish_n(&mut p, &ch, 60, "early-event-");
+        let mut s = match how {
+            "header" => subscribe_with(
+                srv.addr,
+                &format!("/events?channel={ch}"),
+                &[("Last-Event-ID", "earliest")],
+            ),
+            _ => subscribe(
+                srv.addr,
+                &format!("/events?channel={ch}&lastEventId=earliest"),
+            ),
+        };
+        let first = s.next_event_strict();
+        assert_ne!(first.event, "history-lost", "{how}");
+        assert!(first.id_u64() > ids[0], "{how}: the oldest were trimmed");
+        let mut last = first.id_u64();
+        while last != *ids.last().unwrap() {
+            let e = s.next_event_strict();
+            assert!(e.id_u64() > last, "{how}: in order, once");
+            last = e.id_u64();
+        }
+        let live = p.event(&ch, None, "live");
+        assert_eq!(s.next_event_strict().id_u64(), live, "{how}");
+    }
+}

@@ -53,6 +53,10 @@ enum Body {
     Healthy,
     /// No body (204).
     Empty,
+    /// An answer to HEAD: only the head is read, so any content the hub
+    /// sent would be taken for the next response (or trip the EOF check).
+    /// A non-204 answer still says how long the GET's body would be.
+    Head,
     /// Anything with a Content-Length.
     Any,
 }
@@ -220,7 +224,12 @@ fn run(name: &str, case: Case) {
 
     let mut last: Option<Response> = None;
     for (i, want) in case.wants.iter().enumerate() {
-        let r = conn.read_response().unwrap_or_else(|e| {
+        let read = if matches!(want.body, Body::Head) {
+            Conn::read_head
+        } else {
+            Conn::read_response
+        };
+        let r = read(&mut conn).unwrap_or_else(|e| {
             panic!(
                 "{}",
                 ctx(
@@ -434,8 +443,18 @@ fn check(r: &Response, want: &Want) -> Result<(), String> {
             }
         }
         Body::Any => {}
+        Body::Head => {
+            let stream = r.header("content-type") == Some("text/event-stream");
+            if r.status != 204 && !stream && r.header("content-length").is_none() {
+                return Err("an answer to HEAD without the GET's Content-Length".into());
+            }
+        }
     }
     Ok(())
+}
+
+fn head(target: &str) -> String {
+    format!("HEAD {target} HTTP/1.1\r\nHost: t\r\n\r\n")
 }
 
 macro_rules! cases {
@@ -490,6 +509,74 @@ fn many_gets(n: usize, target: &str) -> Vec<u8> {
 // ---------------------------------------------------------------------------
 
 cases! {
+    // RFC 9110 9.3.2: HEAD is GET without content, errors included; the
+    // connection stays usable (a following GET /health proves no content
+    // was sent).
+    head_health:
+        send(head("/health"))
+            .want(200, Body::Head)
+            .header("Content-Type", "application/json")
+            .open();
+    head_events_is_the_stream_head_and_keeps_the_connection:
+        send(head("/events?channel=h"))
+            .want(200, Body::Head)
+            .header("Content-Type", "text/event-stream")
+            .header("Cache-Control", "no-cache, no-store, no-transform")
+            .header("Connection", "keep-alive")
+            .open();
+    head_sse_alias:
+        send(head("/sse")).want(200, Body::Head).open();
+    head_status_stream:
+        send(head("/events/status/stream"))
+            .want(200, Body::Head)
+            .header("Content-Type", "text/event-stream")
+            .open();
+    head_status:
+        send(head("/events/status")).want(200, Body::Head).open();
+    head_status_alias:
+        send(head("/sse/health")).want(200, Body::Head).open();
+    head_metrics:
+        send(head("/metrics")).want(200, Body::Head).open();
+    head_page:
+        send(head("/"))
+            .want(200, Body::Head)
+            .header("Content-Type", "text/html; charset=utf-8")
+            .open();
+    head_favicon:
+        send(head("/favicon.ico")).want(204, Body::Head).open();
+    head_unknown_path:
+        send(head("/nope")).want(404, Body::Head).open();
+    head_on_publish_path:
+        send(head("/events/broadcast"))
+            .want(405, Body::Head)
+            .header("Allow", "POST, OPTIONS")
+            .open();
+    head_events_bad_channel:
+        send(head("/events?channel=%0a")).want(400, Body::Head).open();
+    head_events_at_the_stream_cap:
+        send(head("/events"))
+            .flags(&["--max-connections", "1"])
+            .want(503, Body::Head)
+            .header("Retry-After", "1")
+            .open();
+    head_then_pipelined_get:
+        send(format!("{}GET /health HTTP/1.1\r\nHost: t\r\n\r\n", head("/health")))
+            .want(200, Body::Head)
+            .want(200, Body::Healthy)
+            .open();
+    head_http10_stream_closes:
+        send("HEAD /events HTTP/1.0\r\n\r\n")
+            .want(200, Body::Head)
+            .header("Connection", "close")
+            .closes();
+    head_unreadable_is_answered_without_content:
+        send("HEAD /health HTTP/1.1\r\nHost: t\r\nBad Name: x\r\n\r\n")
+            .want(400, Body::Head)
+            .closes();
+    head_body_too_large:
+        send("HEAD /health HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999\r\n\r\n")
+            .want(413, Body::Head)
+            .closes();
     // -- request line ---------------------------------------------------------
     request_line_two_spaces:
         send("GET  /health HTTP/1.1\r\nHost: t\r\n\r\n").refused(400);
@@ -515,7 +602,7 @@ cases! {
     unknown_method_on_stream_path:
         send("DELETE /events HTTP/1.1\r\nHost: t\r\n\r\n")
             .want(405, Body::ErrorWith("DELETE"))
-            .header("Allow", "GET, OPTIONS")
+            .header("Allow", "GET, HEAD, OPTIONS")
             .open();
     unknown_method_on_publish_path:
         send("BREW /events/broadcast HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc")
@@ -530,7 +617,7 @@ cases! {
     options_without_preflight:
         send("OPTIONS /events HTTP/1.1\r\nHost: t\r\n\r\n")
             .want(204, Body::Empty)
-            .header("Allow", "GET, OPTIONS")
+            .header("Allow", "GET, HEAD, OPTIONS")
             .open();
     unknown_path:
         send(get("/events/nope")).rejected(404);

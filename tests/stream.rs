@@ -7,6 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use serde_json::Value;
 
 fn assert_stream_headers(s: &SseStream, path: &str) {
     let h = &s.head;
@@ -18,7 +19,7 @@ fn assert_stream_headers(s: &SseStream, path: &str) {
     );
     assert_eq!(
         h.header("cache-control").map(str::to_ascii_lowercase),
-        Some("no-cache".to_string()),
+        Some("no-cache, no-store, no-transform".to_string()),
         "{path}: Cache-Control in {:?}",
         h.headers
     );
@@ -278,4 +279,47 @@ fn accepted_sockets_inherit_nodelay_from_the_listener() {
         a.nodelay().unwrap(),
         "this kernel does not inherit TCP_NODELAY on accept"
     );
+}
+
+/// `--heartbeat-event`: heartbeats are events a page can see (`event:
+/// NAME`, the hub's time as data) with no `id:`, so the client's last event
+/// id stays on the last real event; still only to quiet subscribers.
+#[test]
+fn heartbeat_event_is_a_named_event_without_an_id() {
+    let srv = TestServer::start(&[
+        "--retry-ms",
+        "0",
+        "--heartbeat-interval",
+        "0.5",
+        "--heartbeat-event",
+        "ping",
+    ]);
+    let mut s = subscribe(srv.addr, "/events?channel=watch");
+    let id = publish(srv.addr, "watch", "real");
+    let e = s.next_event_strict();
+    assert_eq!((e.id_u64(), e.data.as_str()), (id, "real"));
+    let before = unix_now();
+    for _ in 0..2 {
+        let e = s.next_event_strict();
+        assert_eq!(e.event, "ping", "{e:?}");
+        // No id: line, so the parser's last event id did not move.
+        assert_eq!(e.id_u64(), id, "{e:?}");
+        let v: Value = serde_json::from_str(&e.data).expect("heartbeat data is JSON");
+        let t = v["time"].as_u64().expect("time in unix ms") as f64 / 1000.0;
+        assert!(
+            (before - 2.0..unix_now() + 1.0).contains(&t),
+            "heartbeat time {t} vs now {}",
+            unix_now()
+        );
+    }
+    let st = status(srv.addr);
+    assert!(json_u64(&st, "heartbeats") >= 2, "status {st}");
+}
+
+#[test]
+fn heartbeat_event_name_is_validated() {
+    for bad in ["a\nb", &"x".repeat(129)] {
+        let e = ssecast::Config::from_args(["--heartbeat-event", bad]);
+        assert!(e.is_err(), "{bad:?} accepted");
+    }
 }

@@ -61,7 +61,7 @@ impl Route {
         match self {
             Route::Broadcast => "POST, OPTIONS",
             Route::NotFound => "",
-            _ => "GET, OPTIONS",
+            _ => "GET, HEAD, OPTIONS",
         }
     }
 
@@ -103,7 +103,8 @@ impl Reply {
         Reply::json(e.status, http::error_body(&e.message), extra, cors)
     }
 
-    pub fn write_to(&self, out: &mut Vec<u8>, date: &str, keep_alive: bool) {
+    /// Writes the reply; `head_only` for an answer to HEAD (no content).
+    pub fn write_to(&self, out: &mut Vec<u8>, date: &str, keep_alive: bool, head_only: bool) {
         let headers: Vec<&str> = self.headers.iter().map(String::as_str).collect();
         http::Response {
             status: self.status,
@@ -112,6 +113,7 @@ impl Reply {
             keep_alive,
             date,
             headers: &headers,
+            head_only,
         }
         .write_to(out);
     }
@@ -159,7 +161,9 @@ pub fn resolve(req: &Request<'_>, cfg: &Config) -> Resolved {
     if req.method == "OPTIONS" {
         return Resolved::Answered(preflight::preflight(&cfg.cors, req, route));
     }
-    if req.method != route.method() {
+    // HEAD is GET without the content (RFC 9110 9.3.2).
+    let head_of_get = req.method == "HEAD" && route.method() == "GET";
+    if req.method != route.method() && !head_of_get {
         let e = HttpError::new(
             405,
             format!(
@@ -238,6 +242,7 @@ mod tests {
         assert_eq!(Route::of("/sse/health"), Route::Status);
         assert_eq!(Route::of("/events/"), Route::NotFound);
         assert_eq!(Route::Broadcast.allow(), "POST, OPTIONS");
+        assert_eq!(Route::Health.allow(), "GET, HEAD, OPTIONS");
     }
 
     #[test]

@@ -146,8 +146,16 @@ pub fn admit_client(a: &Admission, client: IpAddr) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// The spellings of the resume id in the query, after the
+/// `Last-Event-ID` header: ours (and the WHATWG attribute's), nchan's,
+/// Mercure's.
+pub const RESUME_PARAMS: [&str; 3] = ["lastEventId", "last_event_id", "lastEventID"];
+
+/// The resume id that asks for everything still held (Mercure's).
+pub const EARLIEST: &str = "earliest";
+
 /// The channel (`?channel=`, or `fixed` for the hub's own streams) and the
-/// resume id (`Last-Event-ID`, else `?lastEventId=`).
+/// resume id (`Last-Event-ID`, else one of [`RESUME_PARAMS`] in the query).
 pub fn target<'a>(req: &Request<'a>, fixed: Option<&'static str>) -> Result<Target<'a>, Refusal> {
     let bad = |e: HttpError| Refusal::new(e, Reject::BadRequest);
     let channel = match fixed {
@@ -159,12 +167,18 @@ pub fn target<'a>(req: &Request<'a>, fixed: Option<&'static str>) -> Result<Targ
             Some(_) => return Err(bad(invalid_name("channel"))),
         },
     };
-    let last_id = match req.last_event_id.filter(|v| !v.is_empty()) {
-        Some(v) => Some(Cow::Borrowed(v)),
-        None => http::query_param(req.query, "lastEventId")
+    let mut last_id = req
+        .last_event_id
+        .filter(|v| !v.is_empty())
+        .map(Cow::Borrowed);
+    for name in RESUME_PARAMS {
+        if last_id.is_some() {
+            break;
+        }
+        last_id = http::query_param(req.query, name)
             .map_err(bad)?
-            .filter(|v| !v.is_empty()),
-    };
+            .filter(|v| !v.is_empty());
+    }
     Ok(Target { channel, last_id })
 }
 
@@ -172,6 +186,23 @@ pub fn target<'a>(req: &Request<'a>, fixed: Option<&'static str>) -> Result<Targ
 /// application go here.
 pub fn authorise(_req: &Request<'_>, _target: &Target<'_>) -> Result<(), Refusal> {
     Ok(())
+}
+
+/// Whether the channel exists or could be created (HEAD creates none).
+pub fn room_for(hub: &Hub, name: &str) -> Result<(), Refusal> {
+    if hub.can_create(name) {
+        Ok(())
+    } else {
+        Err(channel_limit())
+    }
+}
+
+fn channel_limit() -> Refusal {
+    Refusal::new(
+        HttpError::new(503, "channel limit reached (--max-channels)"),
+        Reject::ChannelLimit,
+    )
+    .with_headers(&["Retry-After: 5"])
 }
 
 /// The channel, created on first use.
@@ -192,22 +223,23 @@ pub struct Start {
     pub lost_notice: Option<Vec<u8>>,
 }
 
-/// Without an id: live from now. With one the log holds: just after it.
-/// Otherwise (older than the history, never issued, not a number): a
-/// `history-lost` event, then live.
+/// Without an id: live from now. `earliest`: everything still held. With
+/// an id the log holds: just after it. Otherwise (older than the history,
+/// never issued, not a number): a `history-lost` event, then live.
 pub fn find_start(log: &Log, last_id: Option<&str>) -> Start {
-    let Some(sent) = last_id else {
-        return Start {
-            cursor: log.head(),
-            lost_notice: None,
-        };
+    let at = |cursor| Start {
+        cursor,
+        lost_notice: None,
     };
+    let Some(sent) = last_id else {
+        return at(log.head());
+    };
+    if sent.trim() == EARLIEST {
+        return at(log.tail());
+    }
     if let Ok(id) = sent.trim().parse::<u64>() {
         if let Resume::At(pos) = log.resume_after(id) {
-            return Start {
-                cursor: pos,
-                lost_notice: None,
-            };
+            return at(pos);
         }
     }
     let data = json!({
@@ -223,21 +255,18 @@ pub fn find_start(log: &Log, last_id: Option<&str>) -> Start {
     }
 }
 
-/// The response head, then the start of the body (`retry:`, a lost-history
-/// notice), one chunk when chunked.
-pub fn head(
-    date: &str,
-    cors: &[String],
-    chunked: bool,
-    retry_ms: u64,
-    notice: Option<&[u8]>,
-) -> Vec<u8> {
+/// The stream's response head, up to its blank line. `connection` is
+/// `close` for a stream (it never ends otherwise), `keep-alive` for a HEAD.
+/// `no-store` keeps caches from storing a stream, `no-transform` keeps
+/// compressing middleware off it.
+pub fn head_lines(date: &str, cors: &[String], chunked: bool, connection: &str) -> Vec<u8> {
     let mut head = Vec::with_capacity(256);
     let _ = write!(
         head,
         "HTTP/1.1 200 OK\r\nServer: ssecast\r\nDate: {date}\r\n\
-         Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
-         X-Accel-Buffering: no\r\n{}Connection: close\r\n",
+         Content-Type: text/event-stream\r\n\
+         Cache-Control: no-cache, no-store, no-transform\r\n\
+         X-Accel-Buffering: no\r\n{}Connection: {connection}\r\n",
         if chunked {
             "Transfer-Encoding: chunked\r\n"
         } else {
@@ -249,6 +278,19 @@ pub fn head(
         head.extend_from_slice(b"\r\n");
     }
     head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// The response head, then the start of the body (`retry:`, a lost-history
+/// notice), one chunk when chunked.
+pub fn head(
+    date: &str,
+    cors: &[String],
+    chunked: bool,
+    retry_ms: u64,
+    notice: Option<&[u8]>,
+) -> Vec<u8> {
+    let mut head = head_lines(date, cors, chunked, "close");
     let mut body = Vec::new();
     if retry_ms > 0 {
         sse::encode_retry(&mut body, retry_ms);
@@ -331,5 +373,55 @@ mod tests {
         );
         a.per_client_limit = 0;
         assert!(admit_client(&a, ip).is_ok());
+    }
+
+    #[test]
+    fn earliest_replays_everything_held() {
+        let mut log = Log::new(64, 1);
+        for i in 0..10 {
+            log.append(None, &i.to_string()).unwrap();
+        }
+        assert!(log.tail() > 0, "the fixture has evicted");
+        for sent in ["earliest", " earliest "] {
+            let s = find_start(&log, Some(sent));
+            assert_eq!((s.cursor, s.lost_notice.is_none()), (log.tail(), true));
+        }
+        assert!(find_start(&log, Some("Earliest")).lost_notice.is_some());
+    }
+
+    fn req_with<'a>(query: &'a str, header: Option<&'a str>) -> Request<'a> {
+        Request {
+            method: "GET",
+            path: "/events",
+            query,
+            last_event_id: header,
+            ..Request::default()
+        }
+    }
+
+    #[test]
+    fn the_resume_id_comes_from_the_header_then_three_query_spellings() {
+        let id = |q, h| {
+            target(&req_with(q, h), None)
+                .ok()
+                .and_then(|t| t.last_id.map(|c| c.into_owned()))
+        };
+        assert_eq!(id("lastEventId=5", None).as_deref(), Some("5"));
+        assert_eq!(id("last_event_id=6", None).as_deref(), Some("6"));
+        assert_eq!(id("lastEventID=7", None).as_deref(), Some("7"));
+        assert_eq!(id("lastEventID=7", Some("9")).as_deref(), Some("9"));
+        assert_eq!(
+            id("lastEventId=&last_event_id=8", None).as_deref(),
+            Some("8")
+        );
+        assert_eq!(id("lasteventid=1", None), None);
+        assert_eq!(id("", Some("")), None);
+    }
+
+    #[test]
+    fn head_lines_say_no_store_and_no_transform() {
+        let h = String::from_utf8(head_lines("D", &[], true, "keep-alive")).unwrap();
+        assert!(h.contains("\r\nCache-Control: no-cache, no-store, no-transform\r\n"));
+        assert!(h.ends_with("Connection: keep-alive\r\n\r\n"), "{h}");
     }
 }

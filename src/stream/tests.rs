@@ -3,12 +3,12 @@ use std::io::{self, IoSlice, Write};
 use super::*;
 
 /// A socket stand-in that takes at most `budget` bytes, then would block.
-struct Sink {
+struct Socket {
     got: Vec<u8>,
     budget: usize,
 }
 
-impl Write for Sink {
+impl Write for Socket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.write_vectored(&[IoSlice::new(buf)])
     }
@@ -73,10 +73,24 @@ fn expected(log: &Log, head: &[u8], heartbeat: bool, chunked: bool) -> Vec<u8> {
     want
 }
 
+const COMMENTS: Heartbeats = Heartbeats {
+    event: None,
+    epoch_ms: 0,
+};
+
+fn sink_of<'a, W: Write>(sock: &'a mut W, writable: &'a mut bool, out: &'a mut Out) -> Sink<'a, W> {
+    Sink {
+        sock,
+        writable,
+        out,
+    }
+}
+
 fn subscriber(log: &Log, chunked: bool, heartbeat: bool) -> Subscriber {
     let mut sub = Subscriber::new(0, 0, log.tail(), log, chunked, 0);
     if heartbeat {
-        assert!(sub.start_heartbeat());
+        let len = COMMENTS.render(chunked, 0).as_slice().len();
+        assert!(sub.start_heartbeat(len));
     }
     sub
 }
@@ -93,12 +107,18 @@ fn a_partial_write_resumes_at_every_byte_boundary() {
             for first in 0..=want.len() {
                 let mut sub = subscriber(&log, chunked, heartbeat);
                 let mut out = out_with(b"HTTP-HEAD");
-                let mut sink = Sink {
+                let mut sink = Socket {
                     got: Vec::new(),
                     budget: first,
                 };
                 let mut writable = true;
-                let w1 = write(&mut sub, &mut out, &log, &mut sink, &mut writable);
+                let w1 = write(
+                    &mut sub,
+                    sink_of(&mut sink, &mut writable, &mut out),
+                    &log,
+                    &COMMENTS,
+                    0,
+                );
                 assert_eq!(w1.bytes, first.min(want.len()));
                 assert!(!w1.closed);
                 assert_eq!(
@@ -110,7 +130,13 @@ fn a_partial_write_resumes_at_every_byte_boundary() {
                 assert_eq!(sub.is_pending(&out, &log), first < want.len());
                 sink.budget = usize::MAX / 2;
                 writable = true;
-                let w2 = write(&mut sub, &mut out, &log, &mut sink, &mut writable);
+                let w2 = write(
+                    &mut sub,
+                    sink_of(&mut sink, &mut writable, &mut out),
+                    &log,
+                    &COMMENTS,
+                    0,
+                );
                 assert_eq!(
                     sink.got, want,
                     "chunked {chunked} heartbeat {heartbeat} split at {first}"
@@ -131,7 +157,7 @@ fn one_byte_at_a_time_counts_each_frame_when_it_completes() {
     let log = wrapped_log();
     let mut sub = subscriber(&log, true, false);
     let mut out = Out::default();
-    let mut sink = Sink {
+    let mut sink = Socket {
         got: Vec::new(),
         budget: 0,
     };
@@ -140,7 +166,13 @@ fn one_byte_at_a_time_counts_each_frame_when_it_completes() {
     for _ in 0..want.len() {
         sink.budget = 1;
         let mut writable = true;
-        let w = write(&mut sub, &mut out, &log, &mut sink, &mut writable);
+        let w = write(
+            &mut sub,
+            sink_of(&mut sink, &mut writable, &mut out),
+            &log,
+            &COMMENTS,
+            0,
+        );
         assert_eq!(w.bytes, 1);
         frames += w.frames;
         assert_eq!(
@@ -158,7 +190,8 @@ fn plan_orders_head_heartbeat_size_line_data_and_crlf() {
     let mut sub = subscriber(&log, true, true);
     open_chunk(&mut sub, &log);
     let mut line = [0u8; 12];
-    let parts = plan(&sub, b"H", &log, &mut line);
+    let hb = COMMENTS.render(true, 0);
+    let parts = plan(&sub, b"H", hb.as_slice(), &log, &mut line);
     let (a, b) = log.slices(log.tail());
     assert_eq!(parts[OUT], b"H");
     assert_eq!(parts[HEARTBEAT], crate::sse::HEARTBEAT_CHUNK);
@@ -170,7 +203,7 @@ fn plan_orders_head_heartbeat_size_line_data_and_crlf() {
     assert_eq!(parts[CHUNK_END], b"\r\n");
     // No heartbeat may start inside an open chunk.
     sub.heartbeat_left = 0;
-    assert!(!sub.start_heartbeat());
+    assert!(!sub.start_heartbeat(3));
 }
 
 #[test]
@@ -187,13 +220,10 @@ fn a_closed_socket_is_reported_not_retried() {
     let log = wrapped_log();
     let mut sub = subscriber(&log, false, false);
     let mut writable = true;
-    let w = write(
-        &mut sub,
-        &mut Out::default(),
-        &log,
-        &mut Broken,
-        &mut writable,
-    );
+    let mut out = Out::default();
+    let mut broken = Broken;
+    let sink = sink_of(&mut broken, &mut writable, &mut out);
+    let w = write(&mut sub, sink, &log, &COMMENTS, 0);
     assert!(w.closed);
     assert_eq!((w.bytes, w.frames), (0, 0));
 }
@@ -254,4 +284,73 @@ fn deadlines_mean_stall_heartbeat_or_later() {
     };
     sub.stalled_since_ms = u64::MAX;
     assert_eq!(due(&sub, 99_000, &off), Due::Nothing);
+}
+
+#[test]
+fn event_heartbeats_carry_the_time_and_no_id() {
+    let hb = Heartbeats {
+        event: Some("ping".into()),
+        epoch_ms: 1_700_000_000_000,
+    };
+    let plain = hb.render(false, 1234);
+    assert_eq!(
+        plain.as_slice(),
+        b"event: ping\ndata: {\"time\": 1700000001234}\n\n"
+    );
+    let chunked = hb.render(true, 1234);
+    let n = plain.as_slice().len();
+    assert_eq!(
+        chunked.as_slice(),
+        [format!("{n:x}\r\n").as_bytes(), plain.as_slice(), b"\r\n"].concat()
+    );
+    // The longest name still fits.
+    let long = Heartbeats {
+        event: Some("e".repeat(128).into()),
+        epoch_ms: u64::MAX / 2,
+    };
+    let b = long.render(true, u64::MAX / 4);
+    assert!(b.as_slice().ends_with(b"}\n\n\r\n"), "{:?}", b.as_slice());
+}
+
+/// A heartbeat cut by a partial write resumes, turns later, with exactly
+/// the bytes it started with.
+#[test]
+fn a_cut_event_heartbeat_resumes_with_the_bytes_it_started_with() {
+    let hb = Heartbeats {
+        event: Some("ping".into()),
+        epoch_ms: 1_700_000_000_000,
+    };
+    let log = Log::new(1024, 1);
+    let want = hb.render(true, 5_000);
+    for first in 1..want.as_slice().len() {
+        let mut sub = Subscriber::new(0, 0, 0, &log, true, 0);
+        assert!(sub.start_heartbeat(want.as_slice().len()));
+        let mut out = Out::default();
+        let mut sock = Socket {
+            got: Vec::new(),
+            budget: first,
+        };
+        let mut writable = true;
+        write(
+            &mut sub,
+            sink_of(&mut sock, &mut writable, &mut out),
+            &log,
+            &hb,
+            5_000,
+        );
+        // As the server does after a short write: stalled since now.
+        assert!(sub.is_pending(&out, &log));
+        sub.stalled_since_ms = 5_000;
+        sock.budget = usize::MAX / 2;
+        writable = true;
+        write(
+            &mut sub,
+            sink_of(&mut sock, &mut writable, &mut out),
+            &log,
+            &hb,
+            9_000,
+        );
+        assert_eq!(sock.got, want.as_slice(), "cut at {first}");
+        assert_eq!(sub.heartbeat_left, 0);
+    }
 }

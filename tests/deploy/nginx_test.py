@@ -431,9 +431,9 @@ def main():
             assert a.status == 200, f"stream through nginx from 127.0.0.2: {a.status} {a.body()!r}"
             ct = a.headers.get("content-type", "")
             assert ct.startswith("text/event-stream"), f"content-type {ct!r}"
-            assert a.headers.get("cache-control", "") == "no-cache", f"cache-control {a.headers.get('cache-control')!r}"
+            assert a.headers.get("cache-control", "") == "no-cache, no-store, no-transform", f"cache-control {a.headers.get('cache-control')!r}"
             assert "content-encoding" not in a.headers, f"stream is compressed ({a.headers['content-encoding']}): gzip buffers events"
-        check("a stream opens through nginx (200, text/event-stream, no-cache, not compressed)", stream_opens)
+        check("a stream opens through nginx (200, text/event-stream, no-cache/no-store/no-transform, not compressed)", stream_opens)
 
         def latency():
             assert a is not None and a.status == 200 and not a.compressed, "no usable stream from 127.0.0.2"
