@@ -2,8 +2,9 @@
 # Instructions per delivery, counted by valgrind's callgrind (exact, unlike
 # timings, so two builds can be compared on a busy machine). The hub runs
 # under callgrind while sse-load connects $SUBS subscribers and publishes
-# events from one publisher; two runs that differ only in the number of events
-# give
+# events from one publisher at a fixed rate (so that each event is fanned out
+# in a loop turn of its own: no batching that would depend on timing); two
+# runs that differ only in the number of events give
 #     (Ir(run with $EVENTS_HI) - Ir(run with $EVENTS_LO)) / (extra deliveries)
 # so start-up, connects and shutdown cancel out and what is left is the cost of
 # publishing, fanning out and writing one more event to every subscriber.
@@ -22,6 +23,7 @@ source "$ROOT/benches/lib/common.sh"
 SUBS=${SUBS:-1000}
 EVENTS_LO=${EVENTS_LO:-100}
 EVENTS_HI=${EVENTS_HI:-300}
+RATE=${RATE:-20}
 command -v valgrind >/dev/null || die "valgrind is needed (apt-get install valgrind)"
 build_harness
 build_ssecast
@@ -46,7 +48,7 @@ run_one() { # EVENTS
         sleep 0.1
     done
     "$HARNESS" run --server "127.0.0.1:$PORT" --subscribers "$SUBS" --events "$events" \
-        --publishers 1 --drain-timeout 60 --duration 300 --label "callgrind-$events" \
+        --rate "$RATE" --publishers 1 --drain-timeout 60 --duration 300 --label "callgrind-$events" \
         >"$OUT/load.$events.json" 2>"$OUT/load.$events.err" \
         || die "sse-load failed (see $OUT/load.$events.err)"
     kill -TERM "$pid"
