@@ -14,7 +14,7 @@ use crate::conn::{self, Io, Phase};
 use crate::http::{HttpError, Request};
 use crate::reader::{self, Gate, Handler, Limits, MAX_OUT_BACKLOG};
 use crate::routes::publish::{self, Publish, Published};
-use crate::routes::subscribe::{self, Attach, Target};
+use crate::routes::subscribe::{self, Attach, Authorised, Target};
 use crate::routes::{
     client_ip, cors_headers, page, resolve, status, LogSafe, Refusal, Reply, Resolved, Route,
     STATUS_CHANNEL,
@@ -421,8 +421,11 @@ impl Server {
         subscribe::admit(&admission)?;
         let target = subscribe::target(req, fixed)?;
         subscribe::admit_client(&admission, client)?;
-        subscribe::authorise(req, &target)?;
-        Ok(target)
+        match subscribe::authorise(req, &target)? {
+            Authorised::Open => Ok(target),
+            // Not issued yet: tokens and asking the application come next.
+            Authorised::Until { .. } | Authorised::Ask => Ok(target),
+        }
     }
 
     /// The last stages: the channel, where in its log to start, the head.

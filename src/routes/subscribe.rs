@@ -182,10 +182,23 @@ pub fn target<'a>(req: &Request<'a>, fixed: Option<&'static str>) -> Result<Targ
     Ok(Target { channel, last_id })
 }
 
+/// What authorising a stream came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Authorised {
+    /// Nothing to check: the stream is open to anyone.
+    Open,
+    /// Allowed until `exp_unix` (Unix seconds; a token's `exp`, or what
+    /// the application answered); `sub` names who, for revocation.
+    Until { exp_unix: u64, sub: Option<String> },
+    /// Only the application can tell (`--subscribe-auth-url`): the
+    /// connection waits for its answer.
+    Ask,
+}
+
 /// Who may read the channel: everyone, today. Token checks and asking the
 /// application go here.
-pub fn authorise(_req: &Request<'_>, _target: &Target<'_>) -> Result<(), Refusal> {
-    Ok(())
+pub fn authorise(_req: &Request<'_>, _target: &Target<'_>) -> Result<Authorised, Refusal> {
+    Ok(Authorised::Open)
 }
 
 /// Whether the channel exists or could be created (HEAD creates none).
