@@ -2,14 +2,16 @@
 # The test command (what CI runs): formatting, lints as errors, every Rust
 # test, the load harness's own checks, the committed fuzz seeds, then the
 # deployment tests with real programs (nginx, Chromium, the npm eventsource
-# client, Prometheus' parser, systemd-analyze) and a small run of both
+# client, Prometheus' parser, systemd-analyze), the conformance tests (h11,
+# Chromium's and Firefox's EventSource and five more SSE parsers,
+# tests/conformance) and a small run of both
 # benchmark scripts (ssecast, nginx+nchan, axum, Pushpin) whose results must show
 # every event delivered exactly once, in order. Whatever is missing is
 # installed or the run fails; nothing skips itself.
 #
 #   scripts/test.sh                  everything
-#   SKIP_DEPLOY=1 scripts/test.sh    without the deployment tests and the
-#                                    benchmark smoke run (local use; refused in CI)
+#   SKIP_DEPLOY=1 scripts/test.sh    without the deployment and conformance tests
+#                                    and the benchmark smoke run (local use; refused in CI)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +42,8 @@ if [ "${SKIP_DEPLOY:-}" = 1 ]; then
 fi
 echo "== deployment tests"
 tests/deploy/run.sh
+echo "== conformance tests (independent HTTP and SSE clients)"
+tests/conformance/run.sh
 
 # Speed is reported, not asserted (README, "Benchmarks"); what is asserted is
 # that the tooling works end to end against all three servers and that no
