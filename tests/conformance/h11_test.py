@@ -160,11 +160,37 @@ def answers_503_at_the_channel_and_stream_limits():
         s1.close()
 
 
+@suite.test
+def answers_503_at_the_connection_cap_and_closes():
+    D = Hub(["--max-connections", "1"])  # 1 stream + 256 other connections may be open
+    idle = []
+    try:
+        idle = [D.connect() for _ in range(256)]
+        c = Client(D)
+        c.send("GET", "/sse/health")
+        r, body = c.response()
+        assert json.loads(body)["connections"]["open"] == 257, body
+        c.conn.start_next_cycle()
+        idle.append(c.sock)
+        over = Client(D)
+        over.conn.send(h11.Request(method="GET", target="/health", headers=[("Host", "x")]))
+        over.conn.send(h11.EndOfMessage())  # sent nothing: the hub answers at accept
+        r, body = over.response()
+        assert r.status_code == 503 and header(r, b"retry-after"), (r, body)
+        assert over.reusable_or_closed(r) == "closed"
+        over.close()
+    finally:
+        for s in idle:
+            s.close()
+        D.stop()
+
+
 # ---- HEAD ----------------------------------------------------------------------
 
 ROUTES = {"/health": 200, "/events": 200, "/sse": 200, "/events/status": 200, "/sse/health": 200,
-          "/metrics": 200, "/": 200, "/favicon.ico": 204, "/nope": 404, "/events/broadcast": 405}
-STREAMS = {"/events", "/sse"}
+          "/events/status/stream": 200, "/metrics": 200, "/": 200, "/favicon.ico": 204, "/nope": 404,
+          "/events/broadcast": 405}
+STREAMS = {"/events", "/sse", "/events/status/stream"}
 FIXED_BODY = {"/", "/favicon.ico", "/nope"}  # GET's body is always the same (405 names the method)
 
 
@@ -217,6 +243,36 @@ def head_twice_then_get_on_one_connection():
         assert r.status_code == 404 and json.loads(body)["error"]
     finally:
         c.close()
+
+
+def head_answer(hub, expect, target):
+    c = Client(hub)
+    try:
+        c.send("HEAD", target)
+        r, body = c.response()
+        assert r.status_code == expect, f"HEAD {target}: {r.status_code}, wanted {expect}"
+        assert body == b"" and int(header(r, b"content-length") or 0) > 0, "an error's length, but no body"
+        c.reusable_or_closed(r)
+    finally:
+        c.close()
+
+
+@suite.test
+def head_errors_carry_no_body():
+    problems = []
+    s_a, _ = open_stream(A, "limit")
+    s_b, _ = open_stream(B, "only")
+    try:
+        for hub, status, target in [(A, 400, "/events?channel=%ZZ"), (A, 404, "/nope"), (A, 405, "/events/broadcast"),
+                                    (A, 429, "/events?channel=limit"), (B, 503, "/events?channel=another")]:
+            try:
+                head_answer(hub, status, target)
+            except (AssertionError, h11.ProtocolError, OSError) as e:
+                problems.append(f"HEAD {target} ({status}): {e!r}")
+    finally:
+        s_a.close()
+        s_b.close()
+    assert not problems, "\n".join(problems)
 
 
 # ---- pipelining and chunked publishes ------------------------------------------
