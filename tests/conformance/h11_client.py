@@ -91,6 +91,12 @@ def names(resp, drop=()):
     return sorted({k.decode() for k, _ in resp.headers} - {"date", *drop})
 
 
+def values(resp, drop=()):
+    """Header values by name, without Date, Content-Length and `drop`."""
+    skip = {"date", "content-length", *drop}
+    return {k.decode(): header(resp, k).decode() for k, _ in resp.headers if k.decode() not in skip}
+
+
 def open_stream(hub, channel, headers=(), target=None, source=None):
     """GET a stream; returns (client, response head), the body still to read."""
     c = Client(hub, source)

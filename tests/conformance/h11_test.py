@@ -21,7 +21,7 @@ import time
 
 import h11
 
-from h11_client import Client, header, names, open_stream
+from h11_client import Client, header, names, open_stream, values
 from hub import Hub, Suite
 
 TOKEN = "conformance-token"
@@ -35,6 +35,15 @@ A = Hub(["--publish-token", TOKEN, "--max-connections-per-ip", "1", "--header-ti
          "--heartbeat-interval", "0"])
 # Hub B: two streams at most (503 connection limit), one channel (503 channel limit).
 B = Hub(["--max-connections", "2", "--max-channels", "1", "--heartbeat-interval", "0"])
+
+
+def settle(hub, stream):
+    """Close a stream and wait until the hub has let go of it (its per-client slot is free)."""
+    stream.close()
+    deadline = time.monotonic() + 5
+    while hub.get_json("/health")["sse_connections"] != 0:
+        assert time.monotonic() < deadline, "the hub still counts a closed stream"
+        time.sleep(0.01)
 
 
 def answer(hub, expect, method, target, headers=(), body=None, raw=None, source=None, close=None):
@@ -136,7 +145,7 @@ def answers_429_over_the_per_client_limit():
         assert header(r, b"retry-after"), "429 without Retry-After"
         answer(A, 200, "GET", "/health", source="127.0.0.2", close=False)  # others unaffected
     finally:
-        s.close()
+        settle(A, s)
 
 
 @suite.test
@@ -155,9 +164,9 @@ def answers_503_at_the_channel_and_stream_limits():
             r, _ = answer(B, 503, "GET", "/events?channel=only", close=False)
             assert header(r, b"retry-after")
         finally:
-            s2.close()
+            settle(B, s2)
     finally:
-        s1.close()
+        settle(B, s1)
 
 
 @suite.test
@@ -205,7 +214,7 @@ def head_on_every_route_is_get_without_a_body():
             get_body = None
             if get is None:
                 get, get_body = g.response()
-            g.close()
+            settle(A, g)
             before = A.get_json("/health")["sse_connections"]
             h = Client(A)
             h.send("HEAD", path + "?channel=head")
@@ -214,6 +223,7 @@ def head_on_every_route_is_get_without_a_body():
             assert resp.status_code == get.status_code == status, f"HEAD {path}: {resp.status_code}, GET {get.status_code}"
             drop = {"connection", "transfer-encoding"} if path in STREAMS else set()
             assert names(resp, drop) == names(get, drop), f"HEAD {path}: headers {names(resp)} vs GET {names(get)}"
+            assert values(resp, drop) == values(get, drop), f"HEAD {path}: {values(resp, drop)} vs GET {values(get, drop)}"
             if path in FIXED_BODY:
                 want = str(len(get_body)).encode()
                 assert header(resp, b"content-length") == header(get, b"content-length") == want, \
@@ -270,8 +280,8 @@ def head_errors_carry_no_body():
             except (AssertionError, h11.ProtocolError, OSError) as e:
                 problems.append(f"HEAD {target} ({status}): {e!r}")
     finally:
-        s_a.close()
-        s_b.close()
+        settle(A, s_a)
+        settle(B, s_b)
     assert not problems, "\n".join(problems)
 
 
@@ -314,7 +324,7 @@ def pipelined_publishes_answer_in_order():
         want = [f"id: {i}\ndata: p{n}".encode() for n, i in enumerate(ids)]
         assert got == want, got
     finally:
-        sub.close()
+        settle(A, sub)
 
 
 @suite.test
@@ -333,7 +343,7 @@ def chunked_publish_split_inside_a_character():
         c.close()
         assert sub.chunk() == f"id: {eid}\ndata: héllo ✓ wörld\n\n".encode()
     finally:
-        sub.close()
+        settle(A, sub)
 
 
 # ---- streams -------------------------------------------------------------------
@@ -406,7 +416,7 @@ def stream_headers():
         cc = {v.strip() for v in header(r, b"cache-control").decode().split(",")}
         assert cc == {"no-cache", "no-store", "no-transform"}, f"Cache-Control: {header(r, b'cache-control')}"
     finally:
-        s.close()
+        settle(A, s)
 
 
 if __name__ == "__main__":
