@@ -67,7 +67,7 @@ describe('heartbeat events in headless Chromium', { timeout: 60_000 }, () => {
     assert.deepEqual(events.filter((e) => e.type === 'error'), [], 'no error events');
     const messages = events.filter((e) => e.type === 'message');
     assert.deepEqual(messages.map((m) => [m.data, m.id]), [['real one', first], ['real two', second]], 'heartbeats are not messages');
-    let last = null;
+    let last = ''; // an EventSource's lastEventId before any id
     for (const e of events) {
       if (e.type === 'message') { last = e.id; continue; }
       assert.equal(e.id, last, `a tick moved lastEventId from ${last} to ${e.id}`);
