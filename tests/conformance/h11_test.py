@@ -285,6 +285,26 @@ def head_errors_carry_no_body():
     assert not problems, "\n".join(problems)
 
 
+@suite.test
+def head_unreadable_requests_carry_no_body():
+    """Errors included: a HEAD whose head cannot be read still gets no body (then a close)."""
+    problems = []
+    for status, raw in [(400, b"HEAD /health HTTP/1.1\r\nHost x\r\n\r\n"),
+                        (431, b"HEAD /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 3000 + b"\r\n\r\n"),
+                        (408, b"HEAD /health HTTP/1.1\r\nHost: x\r\n")]:
+        c = Client(A)
+        try:
+            c.send("HEAD", "/health", raw=raw)
+            r, _ = c.response()
+            assert r.status_code == status, f"{r.status_code}, wanted {status}"
+            assert c.reusable_or_closed(r) == "closed"
+        except (AssertionError, h11.ProtocolError, OSError) as e:
+            problems.append(f"{status}: {e!r}")
+        finally:
+            c.close()
+    assert not problems, "\n".join(problems)
+
+
 # ---- pipelining and chunked publishes ------------------------------------------
 
 def publish_req(data, channel="pipe"):
