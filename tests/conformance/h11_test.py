@@ -225,7 +225,7 @@ def head_on_every_route_is_get_without_a_body():
             assert names(resp, drop) == names(get, drop), f"HEAD {path}: headers {names(resp)} vs GET {names(get)}"
             assert values(resp, drop) == values(get, drop), f"HEAD {path}: {values(resp, drop)} vs GET {values(get, drop)}"
             if path in FIXED_BODY:
-                want = str(len(get_body)).encode()
+                want = b"" if status == 204 else str(len(get_body)).encode()  # a 204 has no Content-Length
                 assert header(resp, b"content-length") == header(get, b"content-length") == want, \
                     f"HEAD {path}: Content-Length {header(resp, b'content-length')}, GET's body is {want} bytes"
             if path in STREAMS:
