@@ -92,6 +92,16 @@ def earliest_replays_all_history_then_live():
 
 
 @suite.test
+def the_header_wins_over_earliest_and_back():
+    ev = seeded("w-early", 3)
+    ids = [e.split("\n")[0][4:] for e in ev]
+    got = replay("w-early", [("Last-Event-ID", ids[1])], "&lastEventId=earliest")
+    assert got == ev[2:], f"header {ids[1]} + ?lastEventId=earliest: {got}"
+    got = replay("w-early", [("Last-Event-ID", "earliest")], f"&last_event_id={ids[1]}")
+    assert got[:3] == ev, f"header earliest + ?last_event_id={ids[1]}: {got}"
+
+
+@suite.test
 def earliest_on_an_empty_channel_is_just_live():
     got = replay("early-empty", [("Last-Event-ID", "earliest")])
     assert got == [], f"earliest on an empty channel: {got}"
