@@ -22,6 +22,8 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
+# shellcheck source=../lib/suites.sh
+source "$REPO/tests/lib/suites.sh"
 export DEBIAN_FRONTEND=noninteractive
 
 die() { echo "conformance: $*" >&2; exit 1; }
@@ -56,13 +58,7 @@ py_ok || die "h11 0.16.0, httpx, httpx-sse, sseclient-py or requests still missi
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || die "node and npm are required (Node >= 20)"
 [ "$(node -p 'process.versions.node.split(".")[0]')" -ge 20 ] || die "Node >= 20 required, found $(node --version)"
 echo "== npm ci (tests/conformance)"
-npm_log=$(mktemp)
-if ! (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error) > "$npm_log" 2>&1; then
-  grep -v 'Unknown user config' "$npm_log" >&2 || true
-  rm -f "$npm_log"
-  die "npm ci in tests/conformance failed"
-fi
-rm -f "$npm_log"
+npm_ci
 for m in playwright-core eventsource-parser fetch-event-stream extended-eventsource; do
   [ -d "$HERE/node_modules/$m" ] || die "npm ci did not install $m"
 done
@@ -72,36 +68,11 @@ for m in fetch-event-stream extended-eventsource; do
 done
 
 # ---- the binary ----
-if [ -z "${SSECAST_BIN:-}" ]; then
-  echo "== cargo build --release"
-  (cd "$REPO" && cargo build --release --quiet)
-  export SSECAST_BIN="$REPO/target/release/ssecast"
-fi
-[ -x "$SSECAST_BIN" ] || die "no ssecast binary at $SSECAST_BIN"
-echo "== using $SSECAST_BIN ($("$SSECAST_BIN" --version 2>&1 | head -1))"
+release_binary
 
 # ---- the suites ----
 suites=("$@")
 [ ${#suites[@]} -gt 0 ] || suites=(h11 features parsers heartbeat)
-passed=0
-failed=0
-failed_names=()
-run() { # name, timeout seconds, command...
-  local name=$1 limit=$2
-  shift 2
-  echo
-  echo "== $name"
-  local t0=$SECONDS rc=0
-  (cd "$HERE" && timeout --kill-after=10 "$limit" "$@") || rc=$?
-  if [ $rc -eq 0 ]; then
-    passed=$((passed + 1))
-    echo "== $name: ok ($((SECONDS - t0)) s)"
-  else
-    failed=$((failed + 1))
-    failed_names+=("$name")
-    [ $rc -eq 124 ] && echo "== $name: TIMED OUT after ${limit} s" || echo "== $name: FAILED (exit $rc, $((SECONDS - t0)) s)"
-  fi
-}
 t_all=$SECONDS
 for s in "${suites[@]}"; do
   case $s in
@@ -113,8 +84,5 @@ for s in "${suites[@]}"; do
   esac
 done
 
-echo
-[ $failed -eq 0 ] || echo "failed suites: ${failed_names[*]}"
 echo "(conformance suites took $((SECONDS - t_all)) s)"
-echo "conformance: $passed passed, $failed failed"
-[ $failed -eq 0 ]
+finish conformance

@@ -21,6 +21,8 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
+# shellcheck source=../lib/suites.sh
+source "$REPO/tests/lib/suites.sh"
 export DEBIAN_FRONTEND=noninteractive
 
 die() { echo "deploy tests: $*" >&2; exit 1; }
@@ -66,47 +68,16 @@ command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || die "node a
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 [ "$node_major" -ge 20 ] || die "Node >= 20 required (playwright-core, eventsource 4), found $(node --version)"
 echo "== npm ci (tests/deploy)"
-npm_log=$(mktemp)
-if ! (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error) > "$npm_log" 2>&1; then
-  grep -v 'Unknown user config' "$npm_log" >&2 || true
-  rm -f "$npm_log"
-  die "npm ci in tests/deploy failed"
-fi
-rm -f "$npm_log"
+npm_ci
 [ -d "$HERE/node_modules/playwright-core" ] && [ -d "$HERE/node_modules/eventsource" ] && [ -x "$HERE/node_modules/.bin/dockerfile-utils" ] \
   || die "npm ci in tests/deploy did not install playwright-core, eventsource and dockerfile-utils"
 
 # ---- the binary ----
-if [ -z "${SSECAST_BIN:-}" ]; then
-  echo "== cargo build --release"
-  (cd "$REPO" && cargo build --release --quiet)
-  export SSECAST_BIN="$REPO/target/release/ssecast"
-fi
-[ -x "$SSECAST_BIN" ] || die "no ssecast binary at $SSECAST_BIN"
-echo "== using $SSECAST_BIN ($("$SSECAST_BIN" --version 2>&1 | head -1))"
+release_binary
 
 # ---- the suites ----
 suites=("$@")
 [ ${#suites[@]} -gt 0 ] || suites=(nginx browser eventsource systemd container metrics ui requests)
-passed=0
-failed=0
-failed_names=()
-run() { # name, timeout seconds, command...
-  local name=$1 limit=$2
-  shift 2
-  echo
-  echo "== $name"
-  local t0=$SECONDS rc=0
-  (cd "$HERE" && timeout --kill-after=10 "$limit" "$@") || rc=$?
-  if [ $rc -eq 0 ]; then
-    passed=$((passed + 1))
-    echo "== $name: ok ($((SECONDS - t0)) s)"
-  else
-    failed=$((failed + 1))
-    failed_names+=("$name")
-    [ $rc -eq 124 ] && echo "== $name: TIMED OUT after ${limit} s" || echo "== $name: FAILED (exit $rc, $((SECONDS - t0)) s)"
-  fi
-}
 for s in "${suites[@]}"; do
   case $s in
     nginx) run nginx 180 python3 nginx_test.py ;;
@@ -121,7 +92,4 @@ for s in "${suites[@]}"; do
   esac
 done
 
-echo
-[ $failed -eq 0 ] || echo "failed suites: ${failed_names[*]}"
-echo "deploy: $passed passed, $failed failed"
-[ $failed -eq 0 ]
+finish deploy
