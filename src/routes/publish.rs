@@ -85,7 +85,7 @@ pub fn check<'a>(
             new_channels.push(&ev.channel);
         }
     }
-    if hub.len() + new_channels.len() > cfg.max_channels {
+    if !hub.can_create(new_channels.len()) {
         return Err(Refusal::new(
             HttpError::new(503, "channel limit reached (--max-channels)"),
             Reject::ChannelLimit,
