@@ -175,6 +175,14 @@ impl Hub {
         &self.counts
     }
 
+    /// The largest encoded event a channel takes: its history, or what the
+    /// budget leaves room for beside the smallest frame index.
+    pub fn max_frame(&self) -> usize {
+        let index = ring::MIN_INDEX * FRAME_INDEX_BYTES;
+        let room = self.limits.history_memory.saturating_sub(index);
+        self.limits.history_bytes.min(room)
+    }
+
     /// The channel's index, created on first use. At the channel cap the
     /// least recently used channel without subscribers is evicted for it;
     /// `None` when every channel has subscribers.
@@ -261,13 +269,12 @@ impl Hub {
         data: &str,
         now: Stamp,
     ) -> Result<Appended, PublishError> {
-        let c = &self.channels[ch as usize];
-        let id = c.log.next_id(now.unix_us);
+        let id = self.channels[ch as usize].log.next_id(now.unix_us);
         let len = crate::sse::encoded_len(id, event, data);
-        if len > c.log.capacity() {
+        if len > self.max_frame() {
             return Err(PublishError::TooLarge {
                 frame: len,
-                history: c.log.capacity(),
+                history: self.max_frame(),
             });
         }
         while self.channels[ch as usize].log.must_drop_for(len) {
@@ -283,7 +290,12 @@ impl Hub {
                 break false;
             }
             if self.ages.is_empty() {
-                // Nothing left to evict: grow only as far as needed.
+                // Nothing left to evict (this log is empty too): give back
+                // its spare room, then grow only as far as needed.
+                let log = &mut self.channels[ch as usize].log;
+                let before = log.memory();
+                log.shrink(true);
+                self.used = self.used - before + log.memory();
                 if self.used + log.growth_for(len, true) <= budget {
                     break true;
                 }

@@ -49,7 +49,7 @@ pub const FRAME_INDEX_BYTES: usize = std::mem::size_of::<Frame>();
 /// Smallest ring allocated.
 const MIN_RING: usize = 256;
 /// Index entries kept allocated however few frames are held.
-const MIN_INDEX: usize = 4;
+pub(super) const MIN_INDEX: usize = 4;
 
 /// An append-only byte ring of complete SSE frames.
 ///

@@ -357,3 +357,31 @@ fn memory_stays_under_the_budget_whatever_happens() {
         "{c:?}"
     );
 }
+
+#[test]
+fn an_event_as_large_as_the_budget_allows_fits_after_everything_else_goes() {
+    let budget = 4096;
+    let mut hub = Hub::new(Limits {
+        history_bytes: 4096,
+        ..limits(10, budget, 0)
+    });
+    assert_eq!(hub.max_frame(), 4096 - 4 * FRAME_INDEX_BYTES);
+    for i in 0..30 {
+        publish(&mut hub, &format!("s{}", i % 3), "small", at(i, i));
+        sent_all(&mut hub);
+    }
+    let now = at(100, 100);
+    let ch = hub.channel("big", now).unwrap();
+    let fixed = crate::sse::encoded_len(hub.get(ch).log.next_id(100), None, "");
+    let data = "B".repeat(hub.max_frame() - fixed);
+    assert!(matches!(
+        hub.publish(ch, None, &data, now),
+        Ok(Appended::Id(_))
+    ));
+    assert!(hub.memory() <= budget);
+    let more = format!("{data}B");
+    assert!(matches!(
+        hub.publish(ch, None, &more, now),
+        Err(PublishError::TooLarge { .. })
+    ));
+}
