@@ -262,7 +262,7 @@ fn history_expires_by_age_and_idle_expired_channels_are_freed() {
     assert_eq!(watcher.next_event_strict().id_u64(), k1);
     assert_eq!(watcher.next_event_strict().id_u64(), k2);
     let a = p.event("gone", None, "a");
-    let _b = p.event("gone", None, "b");
+    let b = p.event("gone", None, "b");
     let published_at = status(srv.addr)["uptime_seconds"].as_f64().unwrap();
     let st = wait_status(srv.addr, "expired history dropped", |s| {
         nested_u64(s, "events_evicted", "age") == 4 && s["channels"].get("gone").is_none()
@@ -287,6 +287,17 @@ fn history_expires_by_age_and_idle_expired_channels_are_freed() {
         &[("Last-Event-ID", &a.to_string())],
     );
     expect_history_lost(&mut back, a);
+    // A client that had seen the freed channel's last event missed nothing.
+    let mut caught_up = subscribe_with(
+        srv.addr,
+        "/events?channel=gone",
+        &[("Last-Event-ID", &b.to_string())],
+    );
+    let c = p.event("gone", None, "c");
+    assert!(c > b);
+    let e = caught_up.next_event_strict();
+    assert_eq!((e.event.as_str(), e.id_u64()), ("message", c));
+    assert_eq!(back.next_event_strict().id_u64(), c);
     // Live events still flow to the subscriber that stayed.
     let k3 = p.event("kept", None, "k3");
     assert_eq!(watcher.next_event_strict().id_u64(), k3);
