@@ -16,7 +16,10 @@ that flakes on a shared machine); what must hold on any machine is:
 - idle runs kept every subscriber and saw heartbeats (not asserted for the
   peers named by `--no-heartbeats PEER,...`, default axum: its keep-alive is
   fixed at 15 s, longer than a quick run's hold);
-- the raw-write baseline wrote without errors.
+- the raw-write baseline wrote without errors;
+- a channel-churn run had every fresh channel accepted (no 503, nothing
+  failed), read the server's memory, and, where the server reports it, kept
+  its history memory within its budget.
 
 Pushpin's delivery is best effort by design (a message that finds a full
 internal queue is dropped unless the origin implements GRIP's reliable mode),
@@ -90,6 +93,21 @@ def check_idle(problems, name, r, heartbeats):
         fail(problems, name, "no heartbeats seen while idle")
 
 
+def check_churn(problems, name, r):
+    want = (r.get("config") or {}).get("channels") or 0
+    if want <= 0 or r.get("channels_ok") != want:
+        fail(problems, name, f"channels accepted {r.get('channels_ok')} of {want}")
+    if r.get("refused") or r.get("failed"):
+        fail(problems, name, f"refused {r.get('refused')}, failed {r.get('failed')} ({r.get('error')})")
+    end = (r.get("memory") or {}).get("rss_bytes_end")
+    if not isinstance(end, (int, float)) or end <= 0:
+        fail(problems, name, f"no memory reading (rss_bytes_end={end!r})")
+    st = r.get("status") or {}
+    used, budget = st.get("history_memory_bytes"), st.get("history_memory_budget_bytes")
+    if isinstance(used, int) and isinstance(budget, int) and used > budget:
+        fail(problems, name, f"history memory {used} over its budget {budget}")
+
+
 def check_file(path, quiet_peers, best_effort):
     with open(path, encoding="utf-8") as f:
         doc = json.load(f)
@@ -100,6 +118,9 @@ def check_file(path, quiet_peers, best_effort):
 def check_run(problems, label, r, heartbeats, best_effort):
     if not r.get("ok") and not best_effort:
         fail(problems, label, f"run not ok: {r.get('error') or r.get('errors')}")
+    if r.get("mode") == "churn":
+        check_churn(problems, label, r)
+        return
     if r.get("mode") == "raw-write":
         if r.get("errors") or not r.get("writes", 0) > 0:
             fail(problems, label, f"raw-write wrote {r.get('writes')} with {r.get('errors')} errors")
@@ -132,6 +153,9 @@ BREAKS = [
     ("a failed subscriber", "connect", lambda c: c.update(failed=1)),
     ("a subscriber disconnected while idle", "hold", lambda h: h.update(disconnects={"eof": 1})),
     ("no heartbeats while idle", "hold", lambda h: h.update(heartbeats=0)),
+    ("a refused fresh channel", "refused", lambda f: f.update({"503": 1})),
+    ("history over its budget", "status",
+     lambda s: s.update(history_memory_bytes=(s.get("history_memory_budget_bytes") or 0) + 1)),
 ]
 
 

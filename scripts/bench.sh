@@ -2,7 +2,8 @@
 # ssecast benchmarks on this machine: density at 10,000 and 19,000 subscribers,
 # connect rate, fan-out throughput (8 publishers, and with batches), latency of
 # one event to 10,000 subscribers at 5 events/s, idle cost at 19,000 with
-# heartbeats, and the raw-write baseline. Every run starts a fresh ssecast
+# heartbeats, channel churn (publishes to ever-new channels: fresh channels per
+# second and RSS over the run), and the raw-write baseline. Every run starts a fresh ssecast
 # pinned to core $SERVER_CPU (0); the load client runs on core $CLIENT_CPU (1).
 #
 # Writes benches/results/bench-<UTC time>/<run>.json (one sse-load report
@@ -11,6 +12,8 @@
 #   scripts/bench.sh            # full suite, a few minutes
 #   QUICK=1 scripts/bench.sh    # small smoke version, under a minute
 #   SKIP_BUILD=1 SSECAST=path scripts/bench.sh   # use a given binary
+#   ONLY="churn" scripts/bench.sh   # only these runs (raw-write density
+#                                   # connect fanout batch latency idle churn)
 # Sizes can be changed through the variables below (environment wins).
 set -euo pipefail
 
@@ -24,7 +27,7 @@ if [[ ${QUICK:-0} == 1 ]]; then
     : "${DENSITY_SUBS:=1000 2000}" "${FANOUT_SUBS:=1000}" "${FANOUT_EVENTS:=300}"
     : "${BATCH_EVENTS:=1000}" "${LATENCY_SUBS:=1000}" "${LATENCY_EVENTS:=10}"
     : "${IDLE_SUBS:=2000}" "${IDLE_HOLD:=5}" "${HEARTBEAT:=2}" "${RAW_SOCKETS:=1000}"
-    : "${RAW_SECONDS:=1}" "${CONNECT_SUBS:=2000}"
+    : "${RAW_SECONDS:=1}" "${CONNECT_SUBS:=2000}" "${CHURN_CHANNELS:=50000}"
 fi
 DENSITY_SUBS=${DENSITY_SUBS:-"10000 19000"}
 CONNECT_SUBS=${CONNECT_SUBS:-19000}
@@ -41,7 +44,13 @@ HEARTBEAT=${HEARTBEAT:-15}
 IDLE_HOLD=${IDLE_HOLD:-$((HEARTBEAT * 3))}
 RAW_SOCKETS=${RAW_SOCKETS:-10000}
 RAW_SECONDS=${RAW_SECONDS:-3}
+CHURN_CHANNELS=${CHURN_CHANNELS:-1000000}
+CHURN_BATCH=${CHURN_BATCH:-100}
+CHURN_PUBLISHERS=${CHURN_PUBLISHERS:-2}
 CAP=${CAP:-180}
+
+# want RUN: whether RUN is among $ONLY (all runs when it is empty).
+want() { [[ -z ${ONLY:-} || " $ONLY " == *" $1 "* ]]; }
 
 mkdir -p "$OUT"
 trap stop_server EXIT
@@ -49,55 +58,78 @@ build_harness
 build_ssecast
 RUNS=()
 
-log "raw-write baseline: $RAW_SOCKETS sockets"
-"$HARNESS" raw-write --sockets "$RAW_SOCKETS" --seconds "$RAW_SECONDS" \
-    --writer-cpu "$SERVER_CPU" --reader-cpu "$CLIENT_CPU" --label raw-write \
-    >"$OUT/raw-write.json" 2>"$OUT/raw-write.err" || log "raw-write failed"
-cat "$OUT/raw-write.err" >>"$OUT/summary.txt"
-tail -n 1 "$OUT/raw-write.err" >&2
-RUNS+=(raw-write)
+if want raw-write; then
+    log "raw-write baseline: $RAW_SOCKETS sockets"
+    "$HARNESS" raw-write --sockets "$RAW_SOCKETS" --seconds "$RAW_SECONDS" \
+        --writer-cpu "$SERVER_CPU" --reader-cpu "$CLIENT_CPU" --label raw-write \
+        >"$OUT/raw-write.json" 2>"$OUT/raw-write.err" || log "raw-write failed"
+    cat "$OUT/raw-write.err" >>"$OUT/summary.txt"
+    tail -n 1 "$OUT/raw-write.err" >&2
+    RUNS+=(raw-write)
+fi
 
-for n in $DENSITY_SUBS; do
-    log "density: $n subscribers"
+if want density; then
+    for n in $DENSITY_SUBS; do
+        log "density: $n subscribers"
+        start_ssecast
+        load "density-$n" run --subscribers "$n" --settle 2 --duration "$CAP"
+        stop_server
+        RUNS+=("density-$n")
+    done
+fi
+
+if want connect; then
+    log "connect storm: $CONNECT_SUBS subscribers, 512 handshakes in flight per worker (beyond a 128 listen backlog)"
     start_ssecast
-    load "density-$n" run --subscribers "$n" --settle 2 --duration "$CAP"
+    load connect-rate run --subscribers "$CONNECT_SUBS" --connect-concurrency 512 --settle 0 --duration "$CAP"
     stop_server
-    RUNS+=("density-$n")
-done
+    RUNS+=(connect-rate)
+fi
 
-log "connect storm: $CONNECT_SUBS subscribers, 512 handshakes in flight per worker (beyond a 128 listen backlog)"
-start_ssecast
-load connect-rate run --subscribers "$CONNECT_SUBS" --connect-concurrency 512 --settle 0 --duration "$CAP"
-stop_server
-RUNS+=(connect-rate)
+if want fanout; then
+    log "fan-out: $FANOUT_SUBS subscribers, $FANOUT_EVENTS events, $PUBLISHERS publishers"
+    start_ssecast
+    load fanout-p$PUBLISHERS run --subscribers "$FANOUT_SUBS" --events "$FANOUT_EVENTS" \
+        --publishers "$PUBLISHERS" --duration "$CAP"
+    stop_server
+    RUNS+=("fanout-p$PUBLISHERS")
+fi
 
-log "fan-out: $FANOUT_SUBS subscribers, $FANOUT_EVENTS events, $PUBLISHERS publishers"
-start_ssecast
-load fanout-p$PUBLISHERS run --subscribers "$FANOUT_SUBS" --events "$FANOUT_EVENTS" \
-    --publishers "$PUBLISHERS" --duration "$CAP"
-stop_server
-RUNS+=("fanout-p$PUBLISHERS")
+if want batch; then
+    log "fan-out with batches of $BATCH: $FANOUT_SUBS subscribers, $BATCH_EVENTS events"
+    start_ssecast
+    load "fanout-p$PUBLISHERS-b$BATCH" run --subscribers "$FANOUT_SUBS" --events "$BATCH_EVENTS" \
+        --publishers "$PUBLISHERS" --batch "$BATCH" --duration "$CAP"
+    stop_server
+    RUNS+=("fanout-p$PUBLISHERS-b$BATCH")
+fi
 
-log "fan-out with batches of $BATCH: $FANOUT_SUBS subscribers, $BATCH_EVENTS events"
-start_ssecast
-load "fanout-p$PUBLISHERS-b$BATCH" run --subscribers "$FANOUT_SUBS" --events "$BATCH_EVENTS" \
-    --publishers "$PUBLISHERS" --batch "$BATCH" --duration "$CAP"
-stop_server
-RUNS+=("fanout-p$PUBLISHERS-b$BATCH")
+if want latency; then
+    log "latency: one event at a time to $LATENCY_SUBS subscribers at $LATENCY_RATE/s"
+    start_ssecast
+    load "latency-$LATENCY_SUBS" run --subscribers "$LATENCY_SUBS" --events "$LATENCY_EVENTS" \
+        --rate "$LATENCY_RATE" --publishers 1 --duration "$CAP"
+    stop_server
+    RUNS+=("latency-$LATENCY_SUBS")
+fi
 
-log "latency: one event at a time to $LATENCY_SUBS subscribers at $LATENCY_RATE/s"
-start_ssecast
-load "latency-$LATENCY_SUBS" run --subscribers "$LATENCY_SUBS" --events "$LATENCY_EVENTS" \
-    --rate "$LATENCY_RATE" --publishers 1 --duration "$CAP"
-stop_server
-RUNS+=("latency-$LATENCY_SUBS")
+if want idle; then
+    log "idle: $IDLE_SUBS subscribers for ${IDLE_HOLD}s, heartbeat every ${HEARTBEAT}s"
+    start_ssecast --heartbeat-interval "$HEARTBEAT"
+    load "idle-$IDLE_SUBS" idle --subscribers "$IDLE_SUBS" --hold "$IDLE_HOLD" \
+        --duration $((IDLE_HOLD + CAP))
+    stop_server
+    RUNS+=("idle-$IDLE_SUBS")
+fi
 
-log "idle: $IDLE_SUBS subscribers for ${IDLE_HOLD}s, heartbeat every ${HEARTBEAT}s"
-start_ssecast --heartbeat-interval "$HEARTBEAT"
-load "idle-$IDLE_SUBS" idle --subscribers "$IDLE_SUBS" --hold "$IDLE_HOLD" \
-    --duration $((IDLE_HOLD + CAP))
-stop_server
-RUNS+=("idle-$IDLE_SUBS")
+if want churn; then
+    log "channel churn: $CHURN_CHANNELS fresh channels, $CHURN_BATCH per request, $CHURN_PUBLISHERS publishers"
+    start_ssecast
+    load "churn-$CHURN_CHANNELS" churn --channels "$CHURN_CHANNELS" --batch "$CHURN_BATCH" \
+        --publishers "$CHURN_PUBLISHERS" --duration "$CAP"
+    stop_server
+    RUNS+=("churn-$CHURN_CHANNELS")
+fi
 
 combine "$OUT" "${RUNS[@]}" >"$OUT.json"
 log "results: $OUT.json (per run: $OUT/)"

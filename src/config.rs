@@ -7,6 +7,12 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+/// Default `--history-memory`: 64 MiB. A 512 MiB appliance keeps most of
+/// its memory for the kernel, socket buffers and the connections
+/// themselves; an eighth for history cannot take it down, and holds 64
+/// channels' full default history (1 MiB each) or far more small ones.
+pub const DEFAULT_HISTORY_MEMORY: usize = 64 << 20;
+
 /// Effective settings of one hub.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -21,6 +27,10 @@ pub struct Config {
     /// comment (which EventSource never shows a page).
     pub heartbeat_event: Option<String>,
     pub history_bytes: usize,
+    /// Memory all channels' history together may hold.
+    pub history_memory: usize,
+    /// Events older than this are dropped; `Duration::ZERO`: no limit.
+    pub history_ttl: Duration,
     pub publish_token: Option<String>,
     pub cors: Cors,
     pub trusted_proxies: Vec<Cidr>,
@@ -49,6 +59,8 @@ impl Default for Config {
             heartbeat_interval: Duration::from_secs(15),
             heartbeat_event: None,
             history_bytes: 1 << 20,
+            history_memory: DEFAULT_HISTORY_MEMORY,
+            history_ttl: Duration::from_secs(3600),
             publish_token: None,
             cors: Cors::default(),
             trusted_proxies: Vec::new(),
@@ -242,9 +254,23 @@ const FLAGS: &[Flag] = &[
     flag(
         "history-bytes",
         "SSE_HISTORY_BYTES",
-        "N",
-        "1048576",
+        "BYTES",
+        "1048576 (1MiB)",
         "encoded events kept per channel for Last-Event-ID",
+    ),
+    flag(
+        "history-memory",
+        "SSE_HISTORY_MEMORY",
+        "BYTES",
+        "67108864 (64MiB)",
+        "memory for all channels' history together; the oldest events hub-wide go first",
+    ),
+    flag(
+        "history-ttl",
+        "SSE_HISTORY_TTL",
+        "SECS",
+        "3600",
+        "events older than this are dropped from history; 0 = no age limit",
     ),
     flag(
         "publish-token",
@@ -306,15 +332,15 @@ const FLAGS: &[Flag] = &[
     flag(
         "max-header-bytes",
         "SSE_MAX_HEADER_BYTES",
-        "N",
-        "8192",
+        "BYTES",
+        "8192 (8KiB)",
         "request line and headers; over it 431",
     ),
     flag(
         "max-body-bytes",
         "SSE_MAX_BODY_BYTES",
-        "N",
-        "1048576",
+        "BYTES",
+        "1048576 (1MiB)",
         "request body; over it 413",
     ),
     flag(
@@ -322,7 +348,7 @@ const FLAGS: &[Flag] = &[
         "SSE_MAX_CHANNELS",
         "N",
         "10000",
-        "channels that may exist; a new one over it gets 503",
+        "channels that may exist; a new one over it evicts the least recently used channel without subscribers (503 only when all have subscribers)",
     ),
     flag(
         "shutdown-grace",
@@ -443,11 +469,11 @@ impl Config {
                     _ => return Err(bad("must be 1 to 128 bytes without control characters")),
                 }
             }
-            "history-bytes" => {
-                self.history_bytes = count(v)
-                    .filter(|&n| (1024..=1 << 34).contains(&n))
-                    .ok_or_else(|| bad("must be a whole number from 1024 to 17179869184"))?
+            "history-bytes" => self.history_bytes = size(v, 1024, 1 << 34).map_err(|e| bad(&e))?,
+            "history-memory" => {
+                self.history_memory = size(v, 1024, 1 << 40).map_err(|e| bad(&e))?
             }
+            "history-ttl" => self.history_ttl = secs(v).ok_or_else(|| bad(SECS))?,
             "publish-token" => {
                 if v.is_empty() {
                     self.publish_token = None;
@@ -490,15 +516,9 @@ impl Config {
             "write-timeout" => self.write_timeout = positive_secs(v).ok_or_else(|| bad(POS))?,
             "idle-timeout" => self.idle_timeout = positive_secs(v).ok_or_else(|| bad(POS))?,
             "max-header-bytes" => {
-                self.max_header_bytes = count(v)
-                    .filter(|&n| (256..=1 << 20).contains(&n))
-                    .ok_or_else(|| bad("must be a whole number from 256 to 1048576"))?
+                self.max_header_bytes = size(v, 256, 1 << 20).map_err(|e| bad(&e))?
             }
-            "max-body-bytes" => {
-                self.max_body_bytes = count(v)
-                    .filter(|&n| (1..=1 << 30).contains(&n))
-                    .ok_or_else(|| bad("must be a whole number from 1 to 1073741824"))?
-            }
+            "max-body-bytes" => self.max_body_bytes = size(v, 1, 1 << 30).map_err(|e| bad(&e))?,
             "max-channels" => {
                 self.max_channels = count(v)
                     .filter(|&n| n >= 1)
@@ -516,6 +536,13 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
+        if self.history_memory < self.history_bytes {
+            return Err(invalid(format!(
+                "--history-memory ({}) is smaller than --history-bytes ({}): \
+                 one channel's history must fit in the budget for all of them",
+                self.history_memory, self.history_bytes
+            )));
+        }
         if self.cors.any_origin && self.cors.credentials {
             return Err(invalid(
                 "--cors-origins '*' cannot be combined with --cors-credentials \
@@ -532,7 +559,8 @@ impl Config {
             "ssecast - a Server-Sent Events hub\n\n\
              usage: ssecast [FLAGS]\n\n\
              Every flag has an environment-variable twin; a flag wins over the variable.\n\
-             Durations are seconds and may have a fraction (0.5).\n\n",
+             Durations are seconds and may have a fraction (0.5).\n\
+             Sizes (BYTES) are bytes, or with K, M or G (powers of 1024): 512KiB, 64M.\n\n",
         );
         for f in FLAGS {
             let left = if f.switch {
@@ -563,7 +591,7 @@ impl Config {
         let proxies: Vec<String> = self.trusted_proxies.iter().map(|c| c.to_string()).collect();
         format!(
             "max_connections={} max_connections_per_ip={} heartbeat={:?} history_bytes={} \
-             publish_token={} cors_origins={} cors_credentials={} trusted_proxies={} retry_ms={} \
+             history_memory={} history_ttl={:?} publish_token={} cors_origins={} cors_credentials={} trusted_proxies={} retry_ms={} \
              header_timeout={:?} write_timeout={:?} idle_timeout={:?} max_header_bytes={} \
              max_body_bytes={} max_channels={} shutdown_grace={:?} access_log={} ui={}",
             if self.max_connections == 0 {
@@ -574,6 +602,8 @@ impl Config {
             self.max_connections_per_ip,
             self.heartbeat_interval,
             self.history_bytes,
+            self.history_memory,
+            self.history_ttl,
             if self.publish_token.is_some() {
                 "set"
             } else {
@@ -626,6 +656,30 @@ fn count(v: &str) -> Option<usize> {
         return None;
     }
     v.parse().ok()
+}
+
+/// A byte size: a whole number with an optional suffix, `K`/`KiB`,
+/// `M`/`MiB`, `G`/`GiB` (also `KB`, `MB`, `GB`; all powers of 1024; any
+/// case), within `min..=max`. The one parser of every byte-sized flag.
+pub fn size(v: &str, min: usize, max: usize) -> Result<usize, String> {
+    let range = format!(
+        "must be a size from {} to {} bytes (a whole number, or with K, M or G: 512KiB, 64M)",
+        min, max
+    );
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, unit) = v.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(range),
+    };
+    let n = count(digits)
+        .and_then(|n| n.checked_mul(1usize << shift))
+        .filter(|n| (min..=max).contains(n));
+    n.ok_or(range)
 }
 
 fn secs(v: &str) -> Option<Duration> {
@@ -724,6 +778,83 @@ mod tests {
             Config::from_args(["--check-config"]),
             Err(ConfigError::CheckConfig(_))
         ));
+    }
+
+    #[test]
+    fn byte_sizes_take_binary_suffixes_in_one_parser() {
+        for (v, want) in [
+            ("1024", 1024),
+            ("64MiB", 64 << 20),
+            ("64M", 64 << 20),
+            ("64mb", 64 << 20),
+            ("512KiB", 512 << 10),
+            ("512 k", 512 << 10),
+            ("2G", 2 << 30),
+            ("4096B", 4096),
+        ] {
+            assert_eq!(size(v, 1, 1 << 40), Ok(want), "{v}");
+        }
+        for v in [
+            "",
+            "M",
+            "-1",
+            "1.5M",
+            "64MiBs",
+            "64 Mi",
+            "99999999999999999999G",
+            "1T",
+        ] {
+            assert!(size(v, 1, 1 << 40).is_err(), "{v} accepted");
+        }
+        assert!(size("1K", 2048, 4096).is_err());
+        let c = Config::from_args([
+            "--history-bytes=512KiB",
+            "--max-body-bytes",
+            "2M",
+            "--max-header-bytes=16k",
+            "--history-memory",
+            "32MiB",
+            "--history-ttl",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.history_bytes, c.max_body_bytes, c.max_header_bytes),
+            (512 << 10, 2 << 20, 16 << 10)
+        );
+        assert_eq!(
+            (c.history_memory, c.history_ttl),
+            (32 << 20, Duration::ZERO)
+        );
+        let c = Config::from_env_and_args(
+            Vec::<String>::new(),
+            env_of(&[("SSE_HISTORY_MEMORY", "8M"), ("SSE_HISTORY_TTL", "60")]),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.history_memory, c.history_ttl),
+            (8 << 20, Duration::from_secs(60))
+        );
+        assert!(
+            c.summary().contains("history_memory=8388608"),
+            "{}",
+            c.summary()
+        );
+    }
+
+    #[test]
+    fn a_budget_smaller_than_one_channels_history_is_refused() {
+        let e = Config::from_args(["--history-memory", "512K"]).unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains("--history-memory") && m.contains("--history-bytes"),
+            "{m}"
+        );
+        assert!(!m.contains('\n'));
+        assert!(Config::from_args(["--history-memory", "1M"]).is_ok());
+        let c = Config::from_args(Vec::<String>::new()).unwrap();
+        assert_eq!(c.history_memory, 64 << 20);
+        assert_eq!(c.history_ttl, Duration::from_secs(3600));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::channel::{Hub, PublishError};
+use crate::channel::{Appended, Hub, Limits, PublishError, Stamp};
 use crate::clock::{Clock, Jitter};
 use crate::config::Config;
 use crate::conn::{self, Conn, Phase};
@@ -69,8 +69,7 @@ pub struct Server {
     pub(crate) ready: Vec<usize>,
     /// Status and body length of the last response written (access log).
     pub(crate) last_response: (u16, usize),
-    /// The `$status` channel and when to publish to it next.
-    pub(crate) status_channel: Option<u32>,
+    /// When to publish to the `$status` channel next.
     pub(crate) status_next: Option<Instant>,
 }
 
@@ -95,7 +94,12 @@ impl Server {
         let mut wheel = Wheel::new(now, TICK);
         wheel.reserve(reserve);
         Ok(Server {
-            hub: Hub::new(cfg.history_bytes, cfg.max_channels),
+            hub: Hub::new(Limits {
+                history_bytes: cfg.history_bytes,
+                max_channels: cfg.max_channels,
+                history_memory: cfg.history_memory,
+                history_ttl_ms: cfg.history_ttl.as_millis() as u64,
+            }),
             deadlines: Deadlines {
                 heartbeat_ms: cfg.heartbeat_interval.as_millis() as u64,
                 write_timeout_ms: cfg.write_timeout.as_millis() as u64,
@@ -124,7 +128,6 @@ impl Server {
             dropped_slow: Vec::new(),
             ready: Vec::new(),
             last_response: (0, 0),
-            status_channel: None,
             status_next: None,
         })
     }
@@ -185,7 +188,12 @@ impl Server {
             }
             self.publish_status();
             self.fan_out();
+            // After the fan-out pass: every byte has been offered to its
+            // subscribers, so expiry never waits for one.
+            self.hub.expire(self.clock.ms());
             self.expire_timers();
+            // No channel index is held now but by subscribers.
+            self.hub.collect_idle();
             if let Some(deadline) = self.draining {
                 if self.conns.is_empty() {
                     log::info!("shutdown complete");
@@ -207,9 +215,20 @@ impl Server {
             return Some(Duration::ZERO);
         }
         let mut wake = self.wheel.next_wake();
-        for t in [self.draining, self.acceptor.wake_at(), self.status_next]
-            .into_iter()
-            .flatten()
+        // The hub orders history by age itself (a heap of each channel's
+        // oldest event): its next expiry is one deadline, not one per channel.
+        let expiry = self
+            .hub
+            .next_expiry()
+            .map(|ms| self.clock.started() + Duration::from_millis(ms));
+        for t in [
+            self.draining,
+            self.acceptor.wake_at(),
+            self.status_next,
+            expiry,
+        ]
+        .into_iter()
+        .flatten()
         {
             wake = Some(wake.map_or(t, |w| w.min(t)));
         }
@@ -372,21 +391,32 @@ impl Server {
         self.hub.mark_sent(ch);
     }
 
-    /// Appends an event; when that would evict bytes not yet fanned out
-    /// (more than a history's worth published in one loop turn), the
-    /// channel is fanned out first, so a subscriber that keeps its socket
-    /// drained never loses its place.
+    /// Appends an event. When making room (the channel's history, or the
+    /// hub's budget, oldest events hub-wide first) would evict bytes not yet
+    /// fanned out, that channel is fanned out first, so a subscriber that
+    /// keeps its socket drained never loses its place.
     pub(crate) fn publish_event(
         &mut self,
         ch: u32,
         event: Option<&str>,
         data: &str,
     ) -> Result<u64, PublishError> {
-        let len = sse::encoded_len(self.hub.get(ch).log.last_id() + 1, event, data);
-        if self.hub.would_evict_unsent(ch, len) {
-            self.fan_out_channel(ch);
+        let now = self.stamp();
+        loop {
+            match self.hub.publish(ch, event, data, now)? {
+                Appended::Id(id) => return Ok(id),
+                Appended::FanOutFirst(x) => self.fan_out_channel(x),
+            }
         }
-        self.hub.publish(ch, event, data)
+    }
+
+    /// The time of a publish or a new channel: the wall clock for ids,
+    /// this turn's monotonic time for ages.
+    pub(crate) fn stamp(&self) -> Stamp {
+        Stamp {
+            unix_us: self.clock.unix_micros(),
+            mono_ms: self.clock.ms(),
+        }
     }
 
     fn log_dropped(&mut self) {
@@ -402,7 +432,12 @@ impl Server {
     /// Once a second while anyone watches `/events/status/stream`, publish
     /// the status document to the `$status` channel.
     fn publish_status(&mut self) {
-        let (Some(ch), Some(next)) = (self.status_channel, self.status_next) else {
+        let Some(next) = self.status_next else {
+            return;
+        };
+        // By name: a freed channel's index may belong to another by now.
+        let Some(ch) = self.hub.find(crate::routes::STATUS_CHANNEL) else {
+            self.status_next = None;
             return;
         };
         if self.clock.now() < next {

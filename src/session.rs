@@ -435,8 +435,8 @@ impl Server {
         target: &Target<'_>,
         client: IpAddr,
     ) -> Result<Attach, Refusal> {
-        let seed = self.clock.unix_micros();
-        let ch = subscribe::find_channel(&mut self.hub, &target.channel, seed)?;
+        let now = self.stamp();
+        let ch = subscribe::find_channel(&mut self.hub, &target.channel, now)?;
         let start = subscribe::find_start(&self.hub.get(ch).log, target.last_id.as_deref());
         if start.lost_notice.is_some() {
             self.stats.history_lost_sent += 1;
@@ -509,7 +509,6 @@ impl Server {
         }
         self.schedule_heartbeat(key, now_ms);
         if status {
-            self.status_channel = Some(a.channel);
             self.status_next.get_or_insert(self.clock.now());
         }
     }
@@ -530,10 +529,10 @@ impl Server {
 
     /// Publishes validated events in order (see `routes::publish::check`).
     pub(crate) fn publish_all<'a>(&mut self, events: &'a [Publish<'_>]) -> Vec<Published<'a>> {
-        let seed = self.clock.unix_micros();
+        let now = self.stamp();
         let mut published = Vec::with_capacity(events.len());
         for ev in events {
-            let Some(ch) = self.hub.channel(&ev.channel, seed) else {
+            let Some(ch) = self.hub.channel(&ev.channel, now) else {
                 continue; // cannot happen: checked before
             };
             match self.publish_event(ch, ev.event.as_deref(), &ev.data) {

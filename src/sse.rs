@@ -52,22 +52,54 @@ fn decimal_len(mut n: u64) -> usize {
 }
 
 /// Splits on CRLF, CR or LF. `"a\n"` gives `["a", ""]`; `""` gives `[""]`.
-pub fn lines(data: &str) -> impl Iterator<Item = &str> {
-    let mut rest = Some(data);
-    std::iter::from_fn(move || {
-        let s = rest?;
-        match s.find(['\r', '\n']) {
-            Some(i) => {
-                let skip = if s[i..].starts_with("\r\n") { 2 } else { 1 };
-                rest = Some(&s[i + skip..]);
-                Some(&s[..i])
-            }
-            None => {
-                rest = None;
-                Some(s)
-            }
+pub fn lines(data: &str) -> Lines<'_> {
+    Lines {
+        rest: Some(data),
+        cr: None,
+        lf: None,
+    }
+}
+
+/// The iterator of [`lines`]. The next CR and LF are found with `str::find`
+/// on one char (memchr) and remembered until passed, so a long line costs
+/// two scans at memchr speed, and many lines cost O(n) in all.
+pub struct Lines<'a> {
+    rest: Option<&'a str>,
+    /// Offset in `rest` of the next CR / LF (`usize::MAX`: none), if known.
+    cr: Option<usize>,
+    lf: Option<usize>,
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let s = self.rest?;
+        let cr = *self
+            .cr
+            .get_or_insert_with(|| s.find('\r').unwrap_or(usize::MAX));
+        let lf = *self
+            .lf
+            .get_or_insert_with(|| s.find('\n').unwrap_or(usize::MAX));
+        let i = cr.min(lf);
+        if i == usize::MAX {
+            self.rest = None;
+            return Some(s);
         }
-    })
+        let skip = if cr == i && lf == i + 1 { 2 } else { 1 };
+        let next = i + skip;
+        self.rest = Some(&s[next..]);
+        // Positions already found move with the rest; passed ones are
+        // found again next time.
+        let moved = |p: usize| match p {
+            usize::MAX => Some(usize::MAX),
+            p if p >= next => Some(p - next),
+            _ => None,
+        };
+        self.cr = moved(cr);
+        self.lf = moved(lf);
+        Some(&s[..i])
+    }
 }
 
 /// A name is usable as an event name or channel: 1..=128 bytes, no control
@@ -217,6 +249,42 @@ impl Parser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The plain definition `lines` must agree with.
+    fn lines_reference(data: &str) -> Vec<&str> {
+        let mut out = Vec::new();
+        let mut rest = data;
+        loop {
+            match rest.find(['\r', '\n']) {
+                Some(i) => {
+                    out.push(&rest[..i]);
+                    let skip = if rest[i..].starts_with("\r\n") { 2 } else { 1 };
+                    rest = &rest[i + skip..];
+                }
+                None => {
+                    out.push(rest);
+                    return out;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lines_split_like_the_reference() {
+        let parts = ["a", "\r", "\n", "\r\n", "", "é", "\n\r", "xyz"];
+        let mut x = 12345u64;
+        for _ in 0..2000 {
+            let mut s = String::new();
+            for _ in 0..(x % 9) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                s.push_str(parts[(x % parts.len() as u64) as usize]);
+            }
+            x = x.wrapping_add(1);
+            assert_eq!(lines(&s).collect::<Vec<_>>(), lines_reference(&s), "{s:?}");
+        }
+    }
 
     fn parse(bytes: &[u8]) -> Vec<Item> {
         let mut p = Parser::new();

@@ -103,6 +103,7 @@ pub struct Snapshot<'a> {
 impl Snapshot<'_> {
     pub fn status_json(&self) -> Value {
         let s = self.stats;
+        let lc = self.hub.counts();
         let mut channels = Map::new();
         for c in self.hub.iter().take(STATUS_CHANNELS) {
             channels.insert(c.name.to_string(), json!(c.subscribers.len()));
@@ -140,12 +141,25 @@ impl Snapshot<'_> {
             "requests": s.requests,
             "rejected": rejected,
             "history_memory_bytes": self.hub.memory(),
+            "history_memory_budget_bytes": self.hub.limits().history_memory,
+            "channels_created": lc.channels_created,
+            "channels_freed": {
+                "idle": lc.freed_idle,
+                "evicted": lc.freed_evicted,
+            },
+            "events_evicted": {
+                "size": lc.evicted_size,
+                "age": lc.evicted_age,
+                "budget": lc.evicted_budget,
+            },
             "limits": {
                 "max_connections": self.max_connections,
                 "max_open_connections": self.accept_cap,
                 "max_connections_per_ip": self.cfg.max_connections_per_ip,
                 "max_channels": self.cfg.max_channels,
                 "history_bytes": self.cfg.history_bytes,
+                "history_memory": self.cfg.history_memory,
+                "history_ttl_seconds": self.cfg.history_ttl.as_secs_f64(),
                 "max_header_bytes": self.cfg.max_header_bytes,
                 "max_body_bytes": self.cfg.max_body_bytes,
                 "heartbeat_interval_seconds": self.cfg.heartbeat_interval.as_secs_f64(),
@@ -212,6 +226,33 @@ impl Snapshot<'_> {
             "Memory held by channel histories.",
             self.hub.memory() as f64,
         );
+        metric(
+            &mut o,
+            "ssecast_history_memory_budget_bytes",
+            "gauge",
+            "Memory all channel histories together may hold (--history-memory).",
+            self.hub.limits().history_memory as f64,
+        );
+        let lc = self.hub.counts();
+        metric(
+            &mut o,
+            "ssecast_channels_created_total",
+            "counter",
+            "Channels created (by a publish or a subscribe).",
+            lc.channels_created as f64,
+        );
+        let _ = writeln!(o, "# HELP ssecast_channels_freed_total Channels freed: idle (no subscribers, no history) or evicted at --max-channels.\n# TYPE ssecast_channels_freed_total counter");
+        for (reason, n) in [("idle", lc.freed_idle), ("evicted", lc.freed_evicted)] {
+            let _ = writeln!(o, "ssecast_channels_freed_total{{reason=\"{reason}\"}} {n}");
+        }
+        let _ = writeln!(o, "# HELP ssecast_events_evicted_total Events dropped from history: channel full (size), older than --history-ttl (age), over --history-memory (budget).\n# TYPE ssecast_events_evicted_total counter");
+        for (reason, n) in [
+            ("size", lc.evicted_size),
+            ("age", lc.evicted_age),
+            ("budget", lc.evicted_budget),
+        ] {
+            let _ = writeln!(o, "ssecast_events_evicted_total{{reason=\"{reason}\"}} {n}");
+        }
         metric(
             &mut o,
             "ssecast_connections_accepted_total",

@@ -66,7 +66,7 @@ pub fn check<'a>(
         Refusal::new(e, why)
     })?;
     // All or none: check every event before publishing any.
-    let history = cfg.history_bytes;
+    let history = hub.max_frame();
     let mut new_channels: Vec<&str> = Vec::new();
     for ev in &events {
         let len = sse::encoded_len(u64::MAX, ev.event.as_deref(), &ev.data);
@@ -85,7 +85,7 @@ pub fn check<'a>(
             new_channels.push(&ev.channel);
         }
     }
-    if hub.len() + new_channels.len() > cfg.max_channels {
+    if !hub.can_create(new_channels.len()) {
         return Err(Refusal::new(
             HttpError::new(503, "channel limit reached (--max-channels)"),
             Reject::ChannelLimit,

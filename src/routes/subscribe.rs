@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use serde_json::json;
 
 use super::{invalid_name, reserved_name, Refusal, DEFAULT_CHANNEL};
-use crate::channel::{Hub, Log, Resume};
+use crate::channel::{Hub, Log, Resume, Stamp};
 use crate::http::{self, HttpError, Request};
 use crate::sse;
 use crate::stats::Reject;
@@ -203,7 +203,7 @@ pub fn authorise(_req: &Request<'_>, _target: &Target<'_>) -> Result<Authorised,
 
 /// Whether the channel exists or could be created (HEAD creates none).
 pub fn room_for(hub: &Hub, name: &str) -> Result<(), Refusal> {
-    if hub.can_create(name) {
+    if hub.find(name).is_some() || hub.can_create(1) {
         Ok(())
     } else {
         Err(channel_limit())
@@ -218,9 +218,10 @@ fn channel_limit() -> Refusal {
     .with_headers(&["Retry-After: 5"])
 }
 
-/// The channel, created on first use.
-pub fn find_channel(hub: &mut Hub, name: &str, seed: u64) -> Result<u32, Refusal> {
-    hub.channel(name, seed).ok_or_else(|| {
+/// The channel, created on first use (evicting the least recently used
+/// channel without subscribers at `--max-channels`).
+pub fn find_channel(hub: &mut Hub, name: &str, now: Stamp) -> Result<u32, Refusal> {
+    hub.channel(name, now).ok_or_else(|| {
         Refusal::new(
             HttpError::new(503, "channel limit reached (--max-channels)"),
             Reject::ChannelLimit,

@@ -10,6 +10,7 @@ USAGE:
   sse-load run       [FLAGS]   connect subscribers, publish events, measure
   sse-load idle      [FLAGS]   connect subscribers, hold them with no publishes
   sse-load raw-write [FLAGS]   this machine's one-write-per-delivery baseline
+  sse-load churn     [FLAGS]   publish to ever-new channels: rate and server memory
   sse-load table NAME=FILE...  markdown table of compare.sh result files
   sse-load help
 
@@ -55,6 +56,13 @@ Raw write (raw-write):
   --writer-cpu C / --reader-cpu C   pin the writer / reader process
   --sources K               as above, for the reader's sockets
 
+Channel churn (churn; --server, --pub-path, --pub-header, --publishers,
+--server-pid, --duration and --label as above):
+  --channels N              fresh channels, one event each (default 1000000),
+                            named CHANNEL-0, CHANNEL-1, ... (--channel)
+  --batch K                 events (channels) per request (churn: default 100)
+  --data-bytes B            each event's data, B times 'x' (default 32)
+
 Output: one JSON object on stdout, one summary line on stderr.
 Exit: 0 ok, 2 bad flags, 3 setup failed (server unreachable, subscribers
 failed beyond --max-failures, no event acknowledged).
@@ -65,6 +73,7 @@ pub enum Mode {
     Run,
     Idle,
     RawWrite,
+    Churn,
 }
 
 #[derive(Clone, Debug)]
@@ -105,6 +114,10 @@ pub struct Config {
     pub frame_bytes: usize,
     pub writer_cpu: Option<usize>,
     pub reader_cpu: Option<usize>,
+    /// churn: fresh channels to publish to, their name prefix, data size.
+    pub channels: u64,
+    pub churn_prefix: String,
+    pub data_bytes: usize,
 }
 
 struct Preset {
@@ -237,7 +250,11 @@ impl Config {
             frame_bytes: 100,
             writer_cpu: None,
             reader_cpu: None,
+            channels: 1_000_000,
+            churn_prefix: String::new(),
+            data_bytes: 32,
         };
+        let mut batch_given = false;
         let mut it = args.iter();
         while let Some(flag) = it.next() {
             let mut val = || {
@@ -275,7 +292,12 @@ impl Config {
                 "--events" => cfg.events = num(&val()?, flag)?,
                 "--rate" => cfg.rate = num(&val()?, flag)?,
                 "--publishers" => cfg.publishers = num(&val()?, flag)?,
-                "--batch" => cfg.batch = num(&val()?, flag)?,
+                "--batch" => {
+                    cfg.batch = num(&val()?, flag)?;
+                    batch_given = true;
+                }
+                "--channels" => cfg.channels = num(&val()?, flag)?,
+                "--data-bytes" => cfg.data_bytes = num(&val()?, flag)?,
                 "--drain-timeout" => cfg.drain_timeout = secs(&val()?, flag)?,
                 "--duration" => cfg.duration = secs(&val()?, flag)?,
                 "--label" => cfg.label = val()?,
@@ -292,6 +314,21 @@ impl Config {
         cfg.pub_server = resolve(&pub_server)?;
         cfg.pub_host_header = pub_server;
         cfg.host_header = server;
+        if mode == Mode::Churn {
+            if !batch_given {
+                cfg.batch = 100;
+            }
+            if !channel
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                || cfg.data_bytes > 1 << 20
+            {
+                return Err(
+                    "churn: --channel must be [A-Za-z0-9_-], --data-bytes at most 1048576".into(),
+                );
+            }
+            cfg.churn_prefix = channel.clone();
+        }
         let p = preset(&preset_name, &channel)?;
         cfg.preset = preset_name;
         cfg.sub_path = sub_path.unwrap_or(p.sub_path);

@@ -2,6 +2,7 @@
 //! See benches/README.md for the flags and what each number means.
 
 mod args;
+mod churn;
 mod coord;
 mod hist;
 mod http;
@@ -38,6 +39,7 @@ fn main() {
         "run" => coord::run(&parse_or_exit(Mode::Run, rest), &argv),
         "idle" => coord::run(&parse_or_exit(Mode::Idle, rest), &argv),
         "raw-write" => rawwrite::run(&parse_or_exit(Mode::RawWrite, rest)),
+        "churn" => churn::run(&parse_or_exit(Mode::Churn, rest)),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             0
