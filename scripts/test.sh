@@ -56,6 +56,10 @@ QUICK=1 OUT="$smoke/bench" scripts/bench.sh > "$smoke/bench.log" 2>&1 \
 QUICK=1 OUT="$smoke/compare" scripts/compare.sh > "$smoke/compare.log" 2>&1 \
   || { cat "$smoke/compare.log"; echo "scripts/compare.sh failed" >&2; exit 1; }
 cat "$smoke/compare.md"
-benches/check_results.py --self-test "$smoke/bench.json" | grep '^self-test'
+# The results first (a problem is named, with the run's summary line), then
+# the checker's self-test on the same good file.
 benches/check_results.py "$smoke/bench.json" "$smoke/compare/ssecast.json" \
-  "$smoke/compare/nchan.json" "$smoke/compare/axum.json" "$smoke/compare/pushpin.json"
+  "$smoke/compare/nchan.json" "$smoke/compare/axum.json" "$smoke/compare/pushpin.json" \
+  || { cat "$smoke/bench/summary.txt"; exit 1; }
+benches/check_results.py --self-test "$smoke/bench.json" | grep '^self-test'
+
