@@ -395,13 +395,17 @@ impl Conn {
     /// data was received is reported as EOF.
     fn fill(&mut self) -> io::Result<usize> {
         let mut tmp = [0u8; 16384];
-        match self.stream.read(&mut tmp) {
-            Ok(n) => {
-                self.buf.extend_from_slice(&tmp[..n]);
-                Ok(n)
-            }
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(0),
-            Err(e) => Err(e),
+        loop {
+            return match self.stream.read(&mut tmp) {
+                Ok(n) => {
+                    self.buf.extend_from_slice(&tmp[..n]);
+                    Ok(n)
+                }
+                // A signal in this process (EINTR) is no answer from the hub.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(0),
+                Err(e) => Err(e),
+            };
         }
     }
 
@@ -914,6 +918,7 @@ impl SseStream {
                     self.raw_bytes += n;
                     self.parser.feed(&tmp[..n]);
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e)
                     if e.kind() == io::ErrorKind::WouldBlock
                         || e.kind() == io::ErrorKind::TimedOut =>
