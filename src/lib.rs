@@ -8,12 +8,15 @@
 //! deadlines); `conn` is one connection, `listener` the listening socket and
 //! its limits, `clock` the loop's time, `shutdown` how it is asked to stop; `http` and `sse` the wire formats.
 
+pub mod auth;
 pub mod channel;
 pub mod clock;
 pub mod config;
 pub mod conn;
+pub mod grants;
 pub mod http;
 pub mod listener;
+pub mod private;
 pub mod reader;
 pub mod routes;
 pub mod server;

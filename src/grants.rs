@@ -1,0 +1,190 @@
+//! Streams held by a token, and who is barred from new ones.
+//!
+//! A token stream's end and `sub` live in a side table keyed by connection
+//! key, so a stream without a token (and every idle subscriber's
+//! [`crate::stream::Subscriber`]) costs nothing more. Revocations
+//! (`POST /events/close`) bar a channel or a `sub` until a time; the table
+//! is bounded and its entries expire. Pure: times are Unix seconds passed
+//! in.
+//!
+//! For forward auth (`--subscribe-auth-url`), the allowed-answer cache must
+//! forget what is revoked: [`Grants::revoke`] returns the [`Revoked`] entry
+//! for the caller to hand over, and [`Grants::barred`] is the one check
+//! every new stream goes through, whatever authorised it.
+
+use std::collections::HashMap;
+
+/// Most revocations held at once.
+pub const MAX_REVOKED: usize = 10_000;
+
+/// A stream's authorisation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// When it ends (Unix seconds; the token's `exp` plus the leeway).
+    pub until_unix: u64,
+    pub sub: Option<Box<str>>,
+}
+
+/// What a revocation bars.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Revoked {
+    Channel(Box<str>),
+    Sub(Box<str>),
+}
+
+impl Revoked {
+    pub fn describe(&self) -> String {
+        match self {
+            Revoked::Channel(c) => format!("channel '{c}' was revoked; retry later"),
+            Revoked::Sub(_) => "this subscriber's access was revoked; retry later".to_string(),
+        }
+    }
+}
+
+/// The revocation table is full of entries that have not expired.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Full;
+
+#[derive(Default)]
+pub struct Grants {
+    streams: HashMap<usize, Grant>,
+    /// What is barred, and until when (Unix seconds).
+    revoked: HashMap<Revoked, u64>,
+}
+
+impl Grants {
+    /// Connection `key` streams by `grant`.
+    pub fn hold(&mut self, key: usize, grant: Grant) {
+        self.streams.insert(key, grant);
+    }
+
+    /// Connection `key` closed.
+    pub fn forget(&mut self, key: usize) {
+        if !self.streams.is_empty() {
+            self.streams.remove(&key);
+        }
+    }
+
+    pub fn get(&self, key: usize) -> Option<&Grant> {
+        self.streams.get(&key)
+    }
+
+    /// Token streams open.
+    pub fn len(&self) -> usize {
+        self.streams.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    /// The connections streaming with a token for `sub`.
+    pub fn of_sub(&self, sub: &str) -> Vec<usize> {
+        self.streams
+            .iter()
+            .filter(|(_, g)| g.sub.as_deref() == Some(sub))
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// Bars `what` until `until_unix` (a later bar of the same wins).
+    pub fn revoke(&mut self, what: Revoked, until_unix: u64, now_unix: u64) -> Result<(), Full> {
+        if self.revoked.len() >= MAX_REVOKED && !self.revoked.contains_key(&what) {
+            self.revoked.retain(|_, until| *until > now_unix);
+            if self.revoked.len() >= MAX_REVOKED {
+                return Err(Full);
+            }
+        }
+        let until = self.revoked.entry(what).or_insert(0);
+        *until = (*until).max(until_unix);
+        Ok(())
+    }
+
+    /// Whether a new stream of `channel` (for `sub`) is barred at
+    /// `now_unix`; what bars it.
+    pub fn barred(&mut self, channel: &str, sub: Option<&str>, now_unix: u64) -> Option<Revoked> {
+        if self.revoked.is_empty() {
+            return None;
+        }
+        let mut found = None;
+        let asks = [
+            Some(Revoked::Channel(channel.into())),
+            sub.map(|s| Revoked::Sub(s.into())),
+        ];
+        for what in asks.into_iter().flatten() {
+            match self.revoked.get(&what) {
+                Some(&until) if until > now_unix => found = found.or(Some(what)),
+                Some(_) => {
+                    self.revoked.remove(&what);
+                }
+                None => {}
+            }
+        }
+        found
+    }
+
+    /// Revocations held (expired ones may linger until looked at).
+    pub fn revoked_len(&self) -> usize {
+        self.revoked.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_streams_are_held_by_key_and_found_by_sub() {
+        let mut g = Grants::default();
+        g.hold(
+            3,
+            Grant {
+                until_unix: 10,
+                sub: Some("ann".into()),
+            },
+        );
+        g.hold(
+            4,
+            Grant {
+                until_unix: 10,
+                sub: None,
+            },
+        );
+        assert_eq!(g.of_sub("ann"), vec![3]);
+        assert!(g.of_sub("bob").is_empty());
+        g.forget(3);
+        assert!(g.of_sub("ann").is_empty() && g.len() == 1);
+    }
+
+    #[test]
+    fn revocations_bar_until_they_expire() {
+        let mut g = Grants::default();
+        assert_eq!(g.barred("news", Some("ann"), 0), None);
+        g.revoke(Revoked::Sub("ann".into()), 100, 0).unwrap();
+        g.revoke(Revoked::Channel("news".into()), 50, 0).unwrap();
+        assert_eq!(
+            g.barred("news", Some("ann"), 10),
+            Some(Revoked::Channel("news".into()))
+        );
+        assert_eq!(
+            g.barred("other", Some("ann"), 60),
+            Some(Revoked::Sub("ann".into()))
+        );
+        assert_eq!(g.barred("news", None, 60), None);
+        assert_eq!(g.revoked_len(), 1, "the expired entry was dropped");
+        assert_eq!(g.barred("x", Some("ann"), 100), None);
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_makes_room_from_expired_entries() {
+        let mut g = Grants::default();
+        for i in 0..MAX_REVOKED {
+            g.revoke(Revoked::Sub(i.to_string().into()), 10 + (i % 2) as u64, 0)
+                .unwrap();
+        }
+        assert_eq!(g.revoke(Revoked::Sub("new".into()), 100, 5), Err(Full));
+        assert_eq!(g.revoke(Revoked::Sub("7".into()), 100, 5), Ok(()));
+        assert_eq!(g.revoke(Revoked::Sub("new".into()), 100, 10), Ok(()));
+        assert_eq!(g.revoked_len(), MAX_REVOKED / 2 + 1);
+    }
+}
