@@ -324,7 +324,7 @@ impl Server {
                 return self.subscribe(key, req, None, client, keep_alive)
             }
             Resolved::Endpoint(Route::StatusStream) => {
-                let names = may_see_names(&self.cfg, client, req);
+                let names = may_see_names(&self.cfg, peer, req);
                 let ch = if names {
                     STATUS_CHANNEL
                 } else {
@@ -341,13 +341,13 @@ impl Server {
             }
             Resolved::Endpoint(Route::Close) => self.close_streams(req, body, client, &cors),
             Resolved::Endpoint(Route::Metrics) => {
-                let names = may_see_names(&self.cfg, client, req);
+                let names = may_see_names(&self.cfg, peer, req);
                 Ok(status::metrics(&self.snapshot(names), &cors))
             }
             Resolved::Endpoint(Route::Favicon) => Ok(page::favicon()),
             Resolved::Endpoint(Route::Ui) => page::ui(&self.cfg, client),
             Resolved::Endpoint(Route::Status) => {
-                let names = may_see_names(&self.cfg, client, req);
+                let names = may_see_names(&self.cfg, peer, req);
                 Ok(status::status(&self.snapshot(names), &cors))
             }
             Resolved::Endpoint(Route::Health) => Ok(status::health(

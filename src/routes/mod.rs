@@ -269,9 +269,15 @@ impl std::fmt::Display for LogQuery<'_> {
 }
 
 /// Who may see channel names (status, its stream, metrics): a loopback
-/// client (after `--trusted-proxies`), or a request with the publish token.
-pub fn may_see_names(cfg: &Config, client: IpAddr, req: &Request<'_>) -> bool {
-    client.is_loopback() || publish::has_publish_token(req, cfg)
+/// client (the address after `--trusted-proxies`), or a request with the
+/// publish token. A request a trusted proxy forwarded (it says who the
+/// client is) is never local, whatever address it names: through the
+/// shipped nginx, a process on the proxy's own host is a client like any.
+pub fn may_see_names(cfg: &Config, peer: IpAddr, req: &Request<'_>) -> bool {
+    let forwarded =
+        cfg.is_trusted_proxy(peer) && (req.real_ip.is_some() || req.forwarded_for.is_some());
+    let local = !forwarded && client_ip(cfg, peer, req).is_loopback();
+    local || publish::has_publish_token(req, cfg)
 }
 
 #[cfg(test)]
@@ -294,6 +300,30 @@ mod tests {
             "/a\\x22b\\x5cc\\x20\\xc3\\xa9"
         );
         assert_eq!(LogSafe("/events").to_string(), "/events");
+    }
+
+    #[test]
+    fn names_go_to_loopback_unforwarded_or_the_publish_token() {
+        let cfg =
+            Config::from_args(["--trusted-proxies", "127.0.0.1", "--publish-token", "p"]).unwrap();
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        let req = |real_ip, authorization| Request {
+            real_ip,
+            authorization,
+            ..Request::default()
+        };
+        assert!(may_see_names(&cfg, lo, &req(None, None)));
+        assert!(!may_see_names(&cfg, lo, &req(Some("192.0.2.10"), None)));
+        assert!(!may_see_names(&cfg, lo, &req(Some("127.0.0.2"), None)));
+        assert!(may_see_names(
+            &cfg,
+            lo,
+            &req(Some("192.0.2.10"), Some("Bearer p"))
+        ));
+        assert!(may_see_names(&cfg, lo, &req(None, Some("Bearer q"))));
+        let far = IpAddr::from([192, 0, 2, 10]);
+        assert!(!may_see_names(&cfg, far, &req(None, Some("Bearer q"))));
+        assert!(!may_see_names(&cfg, far, &req(Some("127.0.0.1"), None)));
     }
 
     #[test]
