@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ssecast benchmarks on this machine: density at 10,000 and 19,000 subscribers,
-# connect rate, fan-out throughput (8 publishers, and with batches), latency of
+# connect rate, the hub's CPU per connect with and without token auth and
+# the verify cost of one token, fan-out throughput (8 publishers, and with batches), latency of
 # one event to 10,000 subscribers at 5 events/s, idle cost at 19,000 with
 # heartbeats, and the raw-write baseline. Every run starts a fresh ssecast
 # pinned to core $SERVER_CPU (0); the load client runs on core $CLIENT_CPU (1).
@@ -11,6 +12,7 @@
 #   scripts/bench.sh            # full suite, a few minutes
 #   QUICK=1 scripts/bench.sh    # small smoke version, under a minute
 #   SKIP_BUILD=1 SSECAST=path scripts/bench.sh   # use a given binary
+#   ONLY=auth scripts/bench.sh  # only the token-auth pair and the verify cost
 # Sizes can be changed through the variables below (environment wins).
 set -euo pipefail
 
@@ -24,8 +26,9 @@ if [[ ${QUICK:-0} == 1 ]]; then
     : "${DENSITY_SUBS:=1000 2000}" "${FANOUT_SUBS:=1000}" "${FANOUT_EVENTS:=300}"
     : "${BATCH_EVENTS:=1000}" "${LATENCY_SUBS:=1000}" "${LATENCY_EVENTS:=10}"
     : "${IDLE_SUBS:=2000}" "${IDLE_HOLD:=5}" "${HEARTBEAT:=2}" "${RAW_SOCKETS:=1000}"
-    : "${RAW_SECONDS:=1}" "${CONNECT_SUBS:=2000}"
+    : "${RAW_SECONDS:=1}" "${CONNECT_SUBS:=2000}" "${AUTH_SUBS:=2000}"
 fi
+AUTH_SUBS=${AUTH_SUBS:-${CONNECT_SUBS:-19000}}
 DENSITY_SUBS=${DENSITY_SUBS:-"10000 19000"}
 CONNECT_SUBS=${CONNECT_SUBS:-19000}
 FANOUT_SUBS=${FANOUT_SUBS:-10000}
@@ -49,6 +52,44 @@ build_harness
 build_ssecast
 RUNS=()
 
+# The same connect storm twice: open channels, then every stream with an HS256
+# token (Authorization: Bearer) that the hub verifies. The hub's CPU per
+# connect of each, their ratio, and the verify cost of one token alone.
+auth_runs() {
+    log "token auth: $AUTH_SUBS connects without, then with a signed token"
+    local secret_file=$OUT/subscribe-secret token
+    head -c 48 /dev/urandom | base64 -w0 >"$secret_file"
+    token=$(python3 "$ROOT/scripts/mint-token.py" "$secret_file" bench bench-user 3600)
+    start_ssecast
+    load connect-token-off run --subscribers "$AUTH_SUBS" --connect-concurrency 512 --settle 0 --duration "$CAP"
+    stop_server
+    start_ssecast --subscribe-secret-file "$secret_file"
+    load connect-token-on run --subscribers "$AUTH_SUBS" --connect-concurrency 512 --settle 0 \
+        --duration "$CAP" --sub-header "Authorization: Bearer $token"
+    stop_server
+    RUNS+=(connect-token-off connect-token-on verify)
+    python3 - "$OUT/connect-token-off.json" "$OUT/connect-token-on.json" <<'PY' | tee -a "$OUT/summary.txt" >&2
+import json, sys
+def per(path):
+    c = json.load(open(path))["connect"]
+    return c["server_cpu_s"] / c["ok"] * 1e6, c["ok"]
+off, n_off = per(sys.argv[1])
+on, n_on = per(sys.argv[2])
+print(f"token auth: hub CPU per connect {off:.2f} us without ({n_off} ok), {on:.2f} us with a token ({n_on} ok): {on / off:.3f}x")
+PY
+    log "verify cost of one token (cargo bench --bench verify)"
+    (cd "$ROOT" && taskset -c "$SERVER_CPU" cargo bench -q --bench verify) \
+        >"$OUT/verify.json" 2>"$OUT/verify.err" || log "verify bench failed"
+    grep "^verify:" "$OUT/verify.err" | tee -a "$OUT/summary.txt" >&2
+}
+
+if [[ ${ONLY:-} == auth ]]; then
+    auth_runs
+    combine "$OUT" "${RUNS[@]}" >"$OUT.json"
+    log "results: $OUT.json (per run: $OUT/)"
+    exit 0
+fi
+
 log "raw-write baseline: $RAW_SOCKETS sockets"
 "$HARNESS" raw-write --sockets "$RAW_SOCKETS" --seconds "$RAW_SECONDS" \
     --writer-cpu "$SERVER_CPU" --reader-cpu "$CLIENT_CPU" --label raw-write \
@@ -70,6 +111,8 @@ start_ssecast
 load connect-rate run --subscribers "$CONNECT_SUBS" --connect-concurrency 512 --settle 0 --duration "$CAP"
 stop_server
 RUNS+=(connect-rate)
+
+auth_runs
 
 log "fan-out: $FANOUT_SUBS subscribers, $FANOUT_EVENTS events, $PUBLISHERS publishers"
 start_ssecast

@@ -63,12 +63,12 @@ impl Clock {
     }
 
     /// The loop's instant of `unix_secs` (seconds since the epoch); at the
-    /// latest a year from now (a later end is looked at again then).
+    /// latest ten years from now (the timer wheel's reach is 13 years).
     pub fn instant_of_unix(&self, unix_secs: u64) -> Instant {
         let ms = unix_secs
             .saturating_mul(1000)
             .saturating_sub(self.started_unix_ms);
-        let latest = self.now_ms + 365 * 86_400_000;
+        let latest = self.now_ms + 10 * 365 * 86_400_000;
         self.started + std::time::Duration::from_millis(ms.min(latest))
     }
 

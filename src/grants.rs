@@ -1,8 +1,9 @@
 //! Streams held by a token, and who is barred from new ones.
 //!
-//! A token stream's end and `sub` live in a side table keyed by connection
-//! key, so a stream without a token (and every idle subscriber's
-//! [`crate::stream::Subscriber`]) costs nothing more. Revocations
+//! A token stream's `sub` lives in a side table keyed by connection key,
+//! kept only for streams whose token names one, so a stream without a token
+//! (and every idle subscriber's [`crate::stream::Subscriber`]) costs nothing
+//! more. (The stream's end is its `Lane::Expiry` timer, not stored here.) Revocations
 //! (`POST /events/close`) bar a channel or a `sub` until a time; the table
 //! is bounded and its entries expire. Pure: times are Unix seconds passed
 //! in.
@@ -16,14 +17,6 @@ use std::collections::HashMap;
 
 /// Most revocations held at once.
 pub const MAX_REVOKED: usize = 10_000;
-
-/// A stream's authorisation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
-    /// When it ends (Unix seconds; the token's `exp` plus the leeway).
-    pub until_unix: u64,
-    pub sub: Option<Box<str>>,
-}
 
 /// What a revocation bars.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -47,43 +40,47 @@ pub struct Full;
 
 #[derive(Default)]
 pub struct Grants {
-    streams: HashMap<usize, Grant>,
+    /// The `sub` of each token stream that has one, by connection key
+    /// (slab keys fit in 32 bits: the slab is bounded by the descriptor
+    /// limit).
+    subs: HashMap<u32, Box<str>>,
     /// What is barred, and until when (Unix seconds).
     revoked: HashMap<Revoked, u64>,
 }
 
 impl Grants {
-    /// Connection `key` streams by `grant`.
-    pub fn hold(&mut self, key: usize, grant: Grant) {
-        self.streams.insert(key, grant);
+    /// Connection `key` streams with a token for `sub`.
+    pub fn hold(&mut self, key: usize, sub: Box<str>) {
+        self.subs.insert(key as u32, sub);
     }
 
     /// Connection `key` closed.
     pub fn forget(&mut self, key: usize) {
-        if !self.streams.is_empty() {
-            self.streams.remove(&key);
+        if !self.subs.is_empty() {
+            self.subs.remove(&(key as u32));
         }
     }
 
-    pub fn get(&self, key: usize) -> Option<&Grant> {
-        self.streams.get(&key)
+    /// The `sub` connection `key` streams for.
+    pub fn sub_of(&self, key: usize) -> Option<&str> {
+        self.subs.get(&(key as u32)).map(|s| &**s)
     }
 
-    /// Token streams open.
+    /// Token streams open with a `sub`.
     pub fn len(&self) -> usize {
-        self.streams.len()
+        self.subs.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.streams.is_empty()
+        self.subs.is_empty()
     }
 
     /// The connections streaming with a token for `sub`.
     pub fn of_sub(&self, sub: &str) -> Vec<usize> {
-        self.streams
+        self.subs
             .iter()
-            .filter(|(_, g)| g.sub.as_deref() == Some(sub))
-            .map(|(k, _)| *k)
+            .filter(|(_, s)| &***s == sub)
+            .map(|(k, _)| *k as usize)
             .collect()
     }
 
@@ -136,23 +133,13 @@ mod tests {
     #[test]
     fn token_streams_are_held_by_key_and_found_by_sub() {
         let mut g = Grants::default();
-        g.hold(
-            3,
-            Grant {
-                until_unix: 10,
-                sub: Some("ann".into()),
-            },
-        );
-        g.hold(
-            4,
-            Grant {
-                until_unix: 10,
-                sub: None,
-            },
-        );
+        g.hold(3, "ann".into());
+        g.hold(4, "bob".into());
         assert_eq!(g.of_sub("ann"), vec![3]);
-        assert!(g.of_sub("bob").is_empty());
+        assert_eq!(g.sub_of(4), Some("bob"));
+        assert!(g.of_sub("cy").is_empty());
         g.forget(3);
+        g.forget(9);
         assert!(g.of_sub("ann").is_empty() && g.len() == 1);
     }
 

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use crate::auth::LEEWAY_SECS;
 use crate::conn::Phase;
-use crate::grants::{Grant, Revoked};
+use crate::grants::Revoked;
 use crate::http::Request;
 use crate::routes::admin;
 use crate::routes::publish;
@@ -50,27 +50,21 @@ impl Server {
         Ok(authorised)
     }
 
-    /// A token stream attached: remember its end and `sub`, and close it
-    /// then (`exp` plus the leeway, so a token admitted inside the leeway
-    /// is not closed at once).
+    /// A token stream attached: remember its `sub` (if any), and close it
+    /// at `exp` plus the leeway (so a token admitted inside the leeway is
+    /// not closed at once), on its `Lane::Expiry` timer.
     pub(crate) fn hold_grant(&mut self, key: usize, exp_unix: u64, sub: Option<Box<str>>) {
-        let until_unix = exp_unix.saturating_add(LEEWAY_SECS);
-        self.grants.hold(key, Grant { until_unix, sub });
-        let at = self.clock.instant_of_unix(until_unix);
+        if let Some(sub) = sub {
+            self.grants.hold(key, sub);
+        }
+        let at = self
+            .clock
+            .instant_of_unix(exp_unix.saturating_add(LEEWAY_SECS));
         self.wheel.schedule(Timer::Conn(key, Lane::Expiry), at);
     }
 
-    /// A stream's `Lane::Expiry` timer came: its token has ended (or, for
-    /// an end more than a year away, look again later).
+    /// A stream's `Lane::Expiry` timer came: its token has ended.
     pub(crate) fn on_expiry(&mut self, key: usize) {
-        let Some(until) = self.grants.get(key).map(|g| g.until_unix) else {
-            return;
-        };
-        if self.clock.unix_ms() < until.saturating_mul(1000) {
-            let at = self.clock.instant_of_unix(until);
-            self.wheel.schedule(Timer::Conn(key, Lane::Expiry), at);
-            return;
-        }
         log::debug!("token of stream {key} expired; closing it");
         self.end_with(key, Ending::TokenExpired);
     }
