@@ -55,7 +55,7 @@ impl Server {
     /// not closed at once), on its `Lane::Expiry` timer.
     pub(crate) fn hold_grant(&mut self, key: usize, exp_unix: u64, sub: Option<Box<str>>) {
         if let Some(sub) = sub {
-            self.grants.hold(key, sub);
+            self.grants.hold(key, &sub);
         }
         let at = self
             .clock
