@@ -100,6 +100,8 @@ def check_file(path, quiet_peers, best_effort):
 def check_run(problems, label, r, heartbeats, best_effort):
     if not r.get("ok") and not best_effort:
         fail(problems, label, f"run not ok: {r.get('error') or r.get('errors')}")
+    if r.get("mode") == "verify":
+        return  # the cost of one token verification: reported, never asserted
     if r.get("mode") == "raw-write":
         if r.get("errors") or not r.get("writes", 0) > 0:
             fail(problems, label, f"raw-write wrote {r.get('writes')} with {r.get('errors')} errors")

@@ -44,6 +44,7 @@ fn main() {
     );
     println!(
         "{}",
-        json!({"verify_us": per_us, "token_bytes": token.len(), "rounds": rounds})
+        json!({"mode": "verify", "ok": true, "label": "verify", "verify_us": per_us,
+               "token_bytes": token.len(), "rounds": rounds})
     );
 }
