@@ -10,12 +10,13 @@ use std::net::IpAddr;
 use crate::auth::LEEWAY_SECS;
 use crate::conn::Phase;
 use crate::grants::Revoked;
-use crate::http::Request;
+use crate::http::{HttpError, Request};
 use crate::routes::admin;
 use crate::routes::publish;
 use crate::routes::subscribe::{self, Authorised, Policy, Target};
 use crate::routes::{Refusal, Reply};
 use crate::server::Server;
+use crate::stats::Reject;
 use crate::stream::Ending;
 use crate::timer::{Lane, Timer};
 
@@ -37,6 +38,14 @@ impl Server {
             ask_application: false,
         };
         let authorised = subscribe::authorise(req, target, &policy)?;
+        if authorised == Authorised::Ask {
+            // Forward auth: the connection waits for the application here.
+            // Until that is wired, fail closed.
+            return Err(Refusal::new(
+                HttpError::new(401, "this channel needs a token"),
+                Reject::Unauthorized,
+            ));
+        }
         let sub = match &authorised {
             Authorised::Until { sub, .. } => sub.as_deref(),
             _ => None,

@@ -324,12 +324,7 @@ impl Server {
                 return self.subscribe(key, req, None, client, keep_alive)
             }
             Resolved::Endpoint(Route::StatusStream) => {
-                let names = may_see_names(&self.cfg, peer, req);
-                let ch = if names {
-                    STATUS_CHANNEL
-                } else {
-                    STATUS_TOTALS_CHANNEL
-                };
+                let ch = status::channel_for(may_see_names(&self.cfg, peer, req));
                 return self.subscribe(key, req, Some(ch), client, keep_alive);
             }
             Resolved::Endpoint(Route::Broadcast) => {
@@ -473,14 +468,7 @@ impl Server {
             head,
             chunked,
             counted: self.streams.counted_as(client),
-            expires_unix: match authorised {
-                Authorised::Until { exp_unix, .. } => Some(exp_unix),
-                _ => None,
-            },
-            sub: match authorised {
-                Authorised::Until { sub, .. } => sub.map(Box::from),
-                _ => None,
-            },
+            grant: authorised.into_grant(),
         })
     }
 
@@ -529,8 +517,8 @@ impl Server {
             c.phase = Phase::Stream(sub);
         }
         self.schedule_heartbeat(key, now_ms);
-        if let Some(exp) = a.expires_unix {
-            self.hold_grant(key, exp, a.sub);
+        if let Some((exp, sub)) = a.grant {
+            self.hold_grant(key, exp, sub);
         }
         let status = match fixed {
             Some(STATUS_CHANNEL) => Some(0),

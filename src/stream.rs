@@ -191,7 +191,7 @@ impl Subscriber {
     /// At a frame boundary with nothing owed: the stream may end cleanly
     /// (the last chunk) here.
     pub fn at_boundary(&self) -> bool {
-        self.chunk_len == 0 && self.heartbeat_left == 0
+        self.chunk_len == 0 && self.heartbeat_left == 0 && self.final_left == 0
     }
 }
 

@@ -277,11 +277,20 @@ fn a_stream_ends_with_token_expired_at_exp_plus_leeway_on_the_hubs_clock() {
     assert_eq!(ev.event, "token-expired");
     assert_eq!(ev.id, id.to_string(), "no id: line, the last id stays");
     s.expect_eof_within(Duration::from_secs(2));
-    let lines = srv.stderr_lines.lock().unwrap().clone();
-    let ended = lines
-        .iter()
-        .find(|l| l.contains("expired; closing it"))
-        .unwrap_or_else(|| panic!("no expiry line in {lines:?}"));
+    // The line was written before the close; the thread reading the
+    // hub's stderr may not have passed it on yet.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let (lines, ended) = loop {
+        let lines = srv.stderr_lines.lock().unwrap().clone();
+        if let Some(l) = lines.iter().find(|l| l.contains("expired; closing it")) {
+            break (lines.clone(), l.clone());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no expiry line in {lines:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
     let at = parse_rfc3339(ended.split_whitespace().next().unwrap_or(""))
         .unwrap_or_else(|| panic!("no timestamp in {ended:?}"));
     let due = (exp + 5) as f64;

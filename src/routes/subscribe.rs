@@ -111,8 +111,7 @@ pub struct Attach {
     pub counted: Option<IpAddr>,
     /// A token stream: its `exp` (Unix seconds, before the leeway) and
     /// `sub`. `None` for an open stream.
-    pub expires_unix: Option<u64>,
-    pub sub: Option<Box<str>>,
+    pub grant: Option<(u64, Option<Box<str>>)>,
 }
 
 /// Draining and the stream cap: checked before anything else.
@@ -199,6 +198,16 @@ pub enum Authorised {
     /// Only the application can tell (`--subscribe-auth-url`): the
     /// connection waits for its answer.
     Ask,
+}
+
+impl Authorised {
+    /// What a stream attached with this keeps: its `exp` and `sub`.
+    pub fn into_grant(self) -> Option<(u64, Option<Box<str>>)> {
+        match self {
+            Authorised::Until { exp_unix, sub } => Some((exp_unix, sub.map(Box::from))),
+            Authorised::Open | Authorised::Ask => None,
+        }
+    }
 }
 
 /// What authorising looks at besides the request.
