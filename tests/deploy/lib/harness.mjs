@@ -350,7 +350,8 @@ http { access_log ${tmp}/access.log; default_type text/plain;
   const handle = {
     port,
     dir: tmp,
-    accessLog: () => { try { return fs.readFileSync(path.join(tmp, 'access.log'), 'utf8'); } catch { return ''; } },
+    // The shipped config's own access log (substitution point 3): without query strings.
+    accessLog: () => { try { return fs.readFileSync(path.join(tmp, 'ssecast.access.log'), 'utf8'); } catch { return ''; } },
     async close() {
       if (!exited) {
         proc.kill('SIGTERM');
