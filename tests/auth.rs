@@ -445,3 +445,35 @@ fn channel_names_only_to_loopback_or_the_publish_token() {
     assert_eq!(doc["channels"]["secret-room"], 1, "{doc}");
     srv.stop();
 }
+
+#[test]
+fn a_cookie_token_works_for_a_page_on_another_origin() {
+    let srv = private_server(&[
+        "--cors-origins",
+        "https://app.example",
+        "--cors-credentials",
+        "--subscribe-cookie",
+        "hub_token",
+    ]);
+    let tok = token(json!(["news"]), Some("ann"));
+    let cookie = format!("hub_token={tok}");
+    let headers = [("Origin", "https://app.example"), ("Cookie", &*cookie)];
+    let s = subscribe_with(srv.addr, "/events?channel=news", &headers);
+    assert_eq!(
+        s.head.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(
+        s.head.header("access-control-allow-credentials"),
+        Some("true")
+    );
+    s.close();
+    // The default cookie name is not read when another is configured.
+    let other = format!("ssecast_token={tok}");
+    let wrong = [("Origin", "https://app.example"), ("Cookie", &*other)];
+    assert_eq!(
+        subscribe_status(srv.addr, "/events?channel=news", &wrong),
+        401
+    );
+    srv.stop();
+}
