@@ -57,7 +57,9 @@ RUNS=()
 # connect of each, their ratio, and the verify cost of one token alone.
 auth_runs() {
     log "token auth: $AUTH_SUBS connects without, then with a signed token"
-    local secret_file=$OUT/subscribe-secret token
+    # A throwaway key, kept out of the results (they are committed).
+    local secret_file token
+    secret_file=$(mktemp /tmp/ssecast-bench-secret.XXXXXX)
     head -c 48 /dev/urandom | base64 -w0 >"$secret_file"
     token=$(python3 "$ROOT/scripts/mint-token.py" "$secret_file" bench bench-user 3600)
     start_ssecast
@@ -67,6 +69,7 @@ auth_runs() {
     load connect-token-on run --subscribers "$AUTH_SUBS" --connect-concurrency 512 --settle 0 \
         --duration "$CAP" --sub-header "Authorization: Bearer $token"
     stop_server
+    rm -f "$secret_file"
     RUNS+=(connect-token-off connect-token-on verify)
     python3 - "$OUT/connect-token-off.json" "$OUT/connect-token-on.json" <<'PY' | tee -a "$OUT/summary.txt" >&2
 import json, sys
