@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ssecast benchmarks on this machine: density at 10,000 and 19,000 subscribers,
-# connect rate, fan-out throughput (8 publishers, and with batches), latency of
+# connect rate, the hub's CPU per connect with and without token auth and
+# the verify cost of one token, fan-out throughput (8 publishers, and with batches), latency of
 # one event to 10,000 subscribers at 5 events/s, idle cost at 19,000 with
 # heartbeats, channel churn (publishes to ever-new channels: fresh channels per
 # second and RSS over the run), and the raw-write baseline. Every run starts a fresh ssecast
@@ -13,7 +14,8 @@
 #   QUICK=1 scripts/bench.sh    # small smoke version, under a minute
 #   SKIP_BUILD=1 SSECAST=path scripts/bench.sh   # use a given binary
 #   ONLY="churn" scripts/bench.sh   # only these runs (raw-write density
-#                                   # connect fanout batch latency idle churn)
+#                                   # connect fanout batch latency idle churn auth)
+#   ONLY=auth scripts/bench.sh      # the token-auth pair and the verify cost
 # Sizes can be changed through the variables below (environment wins).
 set -euo pipefail
 
@@ -27,8 +29,9 @@ if [[ ${QUICK:-0} == 1 ]]; then
     : "${DENSITY_SUBS:=1000 2000}" "${FANOUT_SUBS:=1000}" "${FANOUT_EVENTS:=300}"
     : "${BATCH_EVENTS:=1000}" "${LATENCY_SUBS:=1000}" "${LATENCY_EVENTS:=10}"
     : "${IDLE_SUBS:=2000}" "${IDLE_HOLD:=5}" "${HEARTBEAT:=2}" "${RAW_SOCKETS:=1000}"
-    : "${RAW_SECONDS:=1}" "${CONNECT_SUBS:=2000}" "${CHURN_CHANNELS:=50000}"
+    : "${RAW_SECONDS:=1}" "${CONNECT_SUBS:=2000}" "${CHURN_CHANNELS:=50000}" "${AUTH_SUBS:=2000}"
 fi
+AUTH_SUBS=${AUTH_SUBS:-${CONNECT_SUBS:-19000}}
 DENSITY_SUBS=${DENSITY_SUBS:-"10000 19000"}
 CONNECT_SUBS=${CONNECT_SUBS:-19000}
 FANOUT_SUBS=${FANOUT_SUBS:-10000}
@@ -57,6 +60,40 @@ trap stop_server EXIT
 build_harness
 build_ssecast
 RUNS=()
+
+# The same connect storm twice: open channels, then every stream with an HS256
+# token (Authorization: Bearer) that the hub verifies. The hub's CPU per
+# connect of each, their ratio, and the verify cost of one token alone.
+auth_runs() {
+    log "token auth: $AUTH_SUBS connects without, then with a signed token"
+    # A throwaway key, kept out of the results (they are committed).
+    local secret_file token
+    secret_file=$(mktemp /tmp/ssecast-bench-secret.XXXXXX)
+    head -c 48 /dev/urandom | base64 -w0 >"$secret_file"
+    token=$(python3 "$ROOT/scripts/mint-token.py" "$secret_file" bench bench-user 3600)
+    start_ssecast
+    load connect-token-off run --subscribers "$AUTH_SUBS" --connect-concurrency 512 --settle 0 --duration "$CAP"
+    stop_server
+    start_ssecast --subscribe-secret-file "$secret_file"
+    load connect-token-on run --subscribers "$AUTH_SUBS" --connect-concurrency 512 --settle 0 \
+        --duration "$CAP" --sub-header "Authorization: Bearer $token"
+    stop_server
+    rm -f "$secret_file"
+    RUNS+=(connect-token-off connect-token-on verify)
+    python3 - "$OUT/connect-token-off.json" "$OUT/connect-token-on.json" <<'PY' | tee -a "$OUT/summary.txt" >&2
+import json, sys
+def per(path):
+    c = json.load(open(path))["connect"]
+    return c["server_cpu_s"] / c["ok"] * 1e6, c["ok"]
+off, n_off = per(sys.argv[1])
+on, n_on = per(sys.argv[2])
+print(f"token auth: hub CPU per connect {off:.2f} us without ({n_off} ok), {on:.2f} us with a token ({n_on} ok): {on / off:.3f}x")
+PY
+    log "verify cost of one token (cargo bench --bench verify)"
+    (cd "$ROOT" && taskset -c "$SERVER_CPU" cargo bench -q --bench verify) \
+        >"$OUT/verify.json" 2>"$OUT/verify.err" || log "verify bench failed"
+    grep "^verify:" "$OUT/verify.err" | tee -a "$OUT/summary.txt" >&2
+}
 
 if want raw-write; then
     log "raw-write baseline: $RAW_SOCKETS sockets"
@@ -102,6 +139,10 @@ if want batch; then
         --publishers "$PUBLISHERS" --batch "$BATCH" --duration "$CAP"
     stop_server
     RUNS+=("fanout-p$PUBLISHERS-b$BATCH")
+fi
+
+if want auth; then
+    auth_runs
 fi
 
 if want latency; then

@@ -51,6 +51,27 @@ impl Clock {
         self.now_ms
     }
 
+    /// The wall clock as the loop sees it (its start, plus the monotonic
+    /// time since), in ms since the epoch: token times are compared and
+    /// scheduled on this one basis.
+    pub fn unix_ms(&self) -> u64 {
+        self.started_unix_ms + self.now_ms
+    }
+
+    pub fn unix_secs(&self) -> u64 {
+        self.unix_ms() / 1000
+    }
+
+    /// The loop's instant of `unix_secs` (seconds since the epoch); at the
+    /// latest ten years from now (the timer wheel's reach is 13 years).
+    pub fn instant_of_unix(&self, unix_secs: u64) -> Instant {
+        let ms = unix_secs
+            .saturating_mul(1000)
+            .saturating_sub(self.started_unix_ms);
+        let latest = self.now_ms + 10 * 365 * 86_400_000;
+        self.started + std::time::Duration::from_millis(ms.min(latest))
+    }
+
     pub fn uptime_secs(&self) -> f64 {
         (self.now - self.started).as_secs_f64()
     }

@@ -48,6 +48,13 @@ pub struct Config {
     pub access_log: bool,
     /// Serve the built-in page at `/`.
     pub ui: bool,
+    /// Subscribe-token keys (`--subscribe-secret`, and `-previous` during
+    /// a rotation); when set, every stream needs a token.
+    pub subscribe_keys: crate::auth::Keys,
+    /// Channels open without a token: names, or prefixes ending in `*`.
+    pub public_channels: Vec<String>,
+    /// The cookie a subscribe token may come in.
+    pub subscribe_cookie: String,
 }
 
 impl Default for Config {
@@ -75,6 +82,9 @@ impl Default for Config {
             log_level: log::LevelFilter::Info,
             access_log: true,
             ui: true,
+            subscribe_keys: crate::auth::Keys::default(),
+            public_channels: Vec::new(),
+            subscribe_cookie: "ssecast_token".to_string(),
         }
     }
 }
@@ -378,6 +388,48 @@ const FLAGS: &[Flag] = &[
         "true",
         "serve the built-in page at / (off loopback only with a publish token)",
     ),
+    flag(
+        "subscribe-secret",
+        "SSE_SUBSCRIBE_SECRET",
+        "SECRET",
+        "none (streams need no token)",
+        "HS256 key of subscribe tokens (32 bytes or more); streams then need a token",
+    ),
+    flag(
+        "subscribe-secret-file",
+        "SSE_SUBSCRIBE_SECRET_FILE",
+        "PATH",
+        "none",
+        "read --subscribe-secret from a file (kept out of ps and the environment)",
+    ),
+    flag(
+        "subscribe-secret-previous",
+        "SSE_SUBSCRIBE_SECRET_PREVIOUS",
+        "SECRET",
+        "none",
+        "during a key rotation, tokens signed with this one verify too",
+    ),
+    flag(
+        "subscribe-secret-previous-file",
+        "SSE_SUBSCRIBE_SECRET_PREVIOUS_FILE",
+        "PATH",
+        "none",
+        "read --subscribe-secret-previous from a file",
+    ),
+    flag(
+        "public-channels",
+        "SSE_PUBLIC_CHANNELS",
+        "LIST",
+        "none",
+        "comma-separated channels open without a token; a trailing * matches a prefix",
+    ),
+    flag(
+        "subscribe-cookie",
+        "SSE_SUBSCRIBE_COOKIE",
+        "NAME",
+        "ssecast_token",
+        "cookie a subscribe token may come in (besides Authorization: Bearer and ?token=)",
+    ),
 ];
 
 impl Config {
@@ -525,6 +577,32 @@ impl Config {
                     .ok_or_else(|| bad("must be a whole number of at least 1"))?
             }
             "shutdown-grace" => self.shutdown_grace = secs(v).ok_or_else(|| bad(SECS))?,
+            "subscribe-secret"
+            | "subscribe-secret-file"
+            | "subscribe-secret-previous"
+            | "subscribe-secret-previous-file" => self.set_secret(f.name, v, origin)?,
+            "public-channels" => {
+                self.public_channels.clear();
+                for c in v.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                    let name = c.strip_suffix('*').unwrap_or(c);
+                    if name.contains('*') || (!name.is_empty() && !crate::sse::valid_name(name)) {
+                        return Err(bad("has a name with '*' inside or control characters"));
+                    }
+                    self.public_channels.push(c.to_string());
+                }
+            }
+            "subscribe-cookie" => {
+                if v.is_empty()
+                    || !v
+                        .bytes()
+                        .all(|b| b.is_ascii_graphic() && !b"=;,\"".contains(&b))
+                {
+                    return Err(bad(
+                        "must be a cookie name (printable ASCII, no = ; , or quotes)",
+                    ));
+                }
+                self.subscribe_cookie = v.to_string();
+            }
             "log-level" => {
                 self.log_level = v
                     .parse()
@@ -535,6 +613,33 @@ impl Config {
         Ok(())
     }
 
+    /// A subscribe secret, given or read from a file. The error never
+    /// shows the secret.
+    fn set_secret(&mut self, name: &str, v: &str, origin: &str) -> Result<(), ConfigError> {
+        let secret = if name.ends_with("-file") {
+            let bytes = std::fs::read(v).map_err(|e| {
+                invalid(format!(
+                    "invalid value for {origin}: cannot read '{v}': {e}"
+                ))
+            })?;
+            let end = bytes.len()
+                - bytes
+                    .iter()
+                    .rev()
+                    .take_while(|b| **b == b'\n' || **b == b'\r')
+                    .count();
+            bytes[..end].to_vec()
+        } else {
+            v.as_bytes().to_vec()
+        };
+        let set = if name.starts_with("subscribe-secret-previous") {
+            self.subscribe_keys.set_previous(&secret)
+        } else {
+            self.subscribe_keys.set_current(&secret)
+        };
+        set.map_err(|why| invalid(format!("invalid value for {origin}: the secret {why}")))
+    }
+
     fn check(&self) -> Result<(), ConfigError> {
         if self.history_memory < self.history_bytes {
             return Err(invalid(format!(
@@ -542,6 +647,12 @@ impl Config {
                  one channel's history must fit in the budget for all of them",
                 self.history_memory, self.history_bytes
             )));
+        }
+        if self.subscribe_keys.has_previous_only() {
+            return Err(invalid(
+                "--subscribe-secret-previous needs --subscribe-secret (the current key)"
+                    .to_string(),
+            ));
         }
         if self.cors.any_origin && self.cors.credentials {
             return Err(invalid(
@@ -593,7 +704,8 @@ impl Config {
             "max_connections={} max_connections_per_ip={} heartbeat={:?} history_bytes={} \
              history_memory={} history_ttl={:?} publish_token={} cors_origins={} cors_credentials={} trusted_proxies={} retry_ms={} \
              header_timeout={:?} write_timeout={:?} idle_timeout={:?} max_header_bytes={} \
-             max_body_bytes={} max_channels={} shutdown_grace={:?} access_log={} ui={}",
+             max_body_bytes={} max_channels={} shutdown_grace={:?} access_log={} ui={} \
+             subscribe_secret={} public_channels={} subscribe_cookie={}",
             if self.max_connections == 0 {
                 "auto".to_string()
             } else {
@@ -626,6 +738,17 @@ impl Config {
             self.shutdown_grace,
             self.access_log,
             self.ui,
+            if self.subscribe_keys.is_set() {
+                "set"
+            } else {
+                "none"
+            },
+            if self.public_channels.is_empty() {
+                "none".to_string()
+            } else {
+                self.public_channels.join(",")
+            },
+            self.subscribe_cookie,
         )
     }
 
@@ -855,6 +978,44 @@ mod tests {
         let c = Config::from_args(Vec::<String>::new()).unwrap();
         assert_eq!(c.history_memory, 64 << 20);
         assert_eq!(c.history_ttl, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn subscribe_secrets_from_flags_and_files_short_ones_refused() {
+        let long = "s".repeat(32);
+        let c = Config::from_args(["--subscribe-secret", &long]).unwrap();
+        assert!(c.subscribe_keys.is_set());
+        assert!(!c.summary().contains(&long));
+        let e = Config::from_args(["--subscribe-secret", "short-secret"]).unwrap_err();
+        assert!(e.to_string().contains("at least 32"), "{e}");
+        assert!(!e.to_string().contains("short-secret"), "{e}");
+        let path = std::env::temp_dir().join(format!("ssecast-secret-{}", std::process::id()));
+        std::fs::write(&path, format!("{long}\n")).unwrap();
+        let p = path.to_string_lossy().to_string();
+        let env = move |k: &str| (k == "SSE_SUBSCRIBE_SECRET_FILE").then(|| p.clone());
+        let c = Config::from_env_and_args(Vec::<String>::new(), env).unwrap();
+        assert!(c.subscribe_keys.is_set());
+        std::fs::write(&path, "31-bytes-31-bytes-31-bytes-31-b\n").unwrap();
+        let p = path.to_string_lossy().to_string();
+        assert!(Config::from_args(["--subscribe-secret-file", &p]).is_err());
+        let _ = std::fs::remove_file(&path);
+        assert!(Config::from_args(["--subscribe-secret-previous", &long]).is_err());
+        assert!(Config::from_args(["--subscribe-secret-file", "/nonexistent/x"]).is_err());
+    }
+
+    #[test]
+    fn public_channels_and_cookie_name() {
+        let c = Config::from_args([
+            "--public-channels",
+            "news, room:*",
+            "--subscribe-cookie",
+            "t",
+        ])
+        .unwrap();
+        assert_eq!(c.public_channels, ["news", "room:*"]);
+        assert_eq!(c.subscribe_cookie, "t");
+        assert!(Config::from_args(["--public-channels", "a*b"]).is_err());
+        assert!(Config::from_args(["--subscribe-cookie", "a=b"]).is_err());
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::channel::{Appended, Hub, Limits, PublishError, Stamp};
 use crate::clock::{Clock, Jitter};
 use crate::config::Config;
 use crate::conn::{self, Conn, Phase};
+use crate::grants::Grants;
 use crate::http::HttpError;
 use crate::listener::{self, Acceptor, Next, REJECT_RESERVE};
 use crate::routes::subscribe::Streams;
@@ -27,7 +28,7 @@ use crate::shutdown::{ShutdownHandle, Stop};
 use crate::sse;
 use crate::stats::{Reject, Stats};
 use crate::stream::{self, Deadlines, Due, Heartbeats};
-use crate::timer::{Timer, Wheel};
+use crate::timer::{Lane, Timer, Wheel};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -51,7 +52,7 @@ pub struct Server {
     local_addr: SocketAddr,
     pub(crate) conns: Slab<Conn>,
     pub(crate) hub: Hub,
-    wheel: Wheel,
+    pub(crate) wheel: Wheel,
     pub(crate) stats: Stats,
     pub(crate) scratch: Vec<u8>,
     pub(crate) clock: Clock,
@@ -69,8 +70,10 @@ pub struct Server {
     pub(crate) ready: Vec<usize>,
     /// Status and body length of the last response written (access log).
     pub(crate) last_response: (u16, usize),
-    /// When to publish to the `$status` channel next.
+    /// When to publish to the status channels next.
     pub(crate) status_next: Option<Instant>,
+    /// Token streams and revocations (`grants.rs`).
+    pub(crate) grants: Grants,
 }
 
 impl Server {
@@ -128,6 +131,7 @@ impl Server {
             dropped_slow: Vec::new(),
             ready: Vec::new(),
             last_response: (0, 0),
+            grants: Grants::default(),
             status_next: None,
         })
     }
@@ -345,6 +349,11 @@ impl Server {
         if wrote.bytes > 0 {
             sub.last_write_ms = now_ms;
         }
+        if sub.is_finished(&c.out) {
+            // The last event (and the last chunk) went out: end cleanly.
+            let _ = c.stream.shutdown(Shutdown::Write);
+            return self.close(key);
+        }
         if sub.is_pending(&c.out, log) {
             if sub.stalled_since_ms == u64::MAX {
                 sub.stalled_since_ms = now_ms;
@@ -430,28 +439,37 @@ impl Server {
     }
 
     /// Once a second while anyone watches `/events/status/stream`, publish
-    /// the status document to the `$status` channel.
+    /// the status document to the status channels (names in the first).
     fn publish_status(&mut self) {
         let Some(next) = self.status_next else {
-            return;
-        };
-        // By name: a freed channel's index may belong to another by now.
-        let Some(ch) = self.hub.find(crate::routes::STATUS_CHANNEL) else {
-            self.status_next = None;
             return;
         };
         if self.clock.now() < next {
             return;
         }
-        if self.hub.get(ch).subscribers.is_empty() {
-            self.status_next = None;
-            return;
+        // The status channels (`$status` with channel names, then
+        // `$status:totals` without), by name: a freed channel's index may
+        // belong to another by now.
+        let mut watched = false;
+        let names = [
+            crate::routes::STATUS_CHANNEL,
+            crate::routes::STATUS_TOTALS_CHANNEL,
+        ];
+        for (i, name) in names.into_iter().enumerate() {
+            let Some(ch) = self
+                .hub
+                .find(name)
+                .filter(|&ch| !self.hub.get(ch).subscribers.is_empty())
+            else {
+                continue;
+            };
+            watched = true;
+            let doc = self.snapshot(i == 0).status_json().to_string();
+            if self.publish_event(ch, Some("status"), &doc).is_err() {
+                log::warn!("status document larger than the channel history; not published");
+            }
         }
-        let doc = self.snapshot().status_json().to_string();
-        if self.publish_event(ch, Some("status"), &doc).is_err() {
-            log::warn!("status document larger than the channel history; not published");
-        }
-        self.status_next = Some(self.clock.now() + Duration::from_secs(1));
+        self.status_next = watched.then(|| self.clock.now() + Duration::from_secs(1));
     }
 
     // ---- timers -----------------------------------------------------------
@@ -462,7 +480,8 @@ impl Server {
         self.wheel.expire(self.clock.now(), &mut expired);
         for &timer in &expired {
             match timer {
-                Timer::Conn(key, _) => self.on_timer(key),
+                Timer::Conn(key, Lane::Io) => self.on_timer(key),
+                Timer::Conn(key, Lane::Expiry) => self.on_expiry(key),
                 Timer::Channel(_) => {}
             }
         }
@@ -515,6 +534,7 @@ impl Server {
             return;
         };
         self.wheel.cancel_conn(key);
+        self.grants.forget(key);
         if let Phase::Stream(sub) = &c.phase {
             self.streams.closed(sub.counted.then_some(c.ip));
             if let Some(moved) = self.hub.unsubscribe(sub.channel, sub.index) {

@@ -16,8 +16,8 @@ use crate::reader::{self, Gate, Handler, Limits, MAX_OUT_BACKLOG};
 use crate::routes::publish::{self, Publish, Published};
 use crate::routes::subscribe::{self, Attach, Authorised, Target};
 use crate::routes::{
-    client_ip, cors_headers, page, resolve, status, LogSafe, Refusal, Reply, Resolved, Route,
-    STATUS_CHANNEL,
+    client_ip, cors_headers, may_see_names, page, resolve, status, LogQuery, LogSafe, Refusal,
+    Reply, Resolved, Route, STATUS_CHANNEL, STATUS_TOTALS_CHANNEL,
 };
 use crate::server::{Server, READS_PER_TURN};
 use crate::stats::{Reject, Snapshot};
@@ -302,7 +302,7 @@ impl Server {
                 req.method,
                 LogSafe(req.path),
                 if req.query.is_empty() { "" } else { "?" },
-                LogSafe(req.query),
+                LogQuery(req.query),
                 status,
                 bytes,
                 started.elapsed().as_micros()
@@ -324,7 +324,8 @@ impl Server {
                 return self.subscribe(key, req, None, client, keep_alive)
             }
             Resolved::Endpoint(Route::StatusStream) => {
-                return self.subscribe(key, req, Some(STATUS_CHANNEL), client, keep_alive)
+                let ch = status::channel_for(may_see_names(&self.cfg, peer, req));
+                return self.subscribe(key, req, Some(ch), client, keep_alive);
             }
             Resolved::Endpoint(Route::Broadcast) => {
                 let started = Instant::now();
@@ -333,10 +334,17 @@ impl Server {
                     .observe_publish(started.elapsed().as_micros() as u64);
                 r
             }
-            Resolved::Endpoint(Route::Metrics) => Ok(status::metrics(&self.snapshot(), &cors)),
+            Resolved::Endpoint(Route::Close) => self.close_streams(req, body, client, &cors),
+            Resolved::Endpoint(Route::Metrics) => {
+                let names = may_see_names(&self.cfg, peer, req);
+                Ok(status::metrics(&self.snapshot(names), &cors))
+            }
             Resolved::Endpoint(Route::Favicon) => Ok(page::favicon()),
             Resolved::Endpoint(Route::Ui) => page::ui(&self.cfg, client),
-            Resolved::Endpoint(Route::Status) => Ok(status::status(&self.snapshot(), &cors)),
+            Resolved::Endpoint(Route::Status) => {
+                let names = may_see_names(&self.cfg, peer, req);
+                Ok(status::status(&self.snapshot(names), &cors))
+            }
             Resolved::Endpoint(Route::Health) => Ok(status::health(
                 self.draining.is_some(),
                 self.hub.subscriber_count(),
@@ -389,12 +397,14 @@ impl Server {
     ) {
         let head_only = req.method == "HEAD";
         let opened = match self.admit_stream(req, fixed, client) {
-            Ok(target) if head_only => self.head_of_stream(req, &target, keep_alive),
-            Ok(target) => self.start_stream(req, &target, client).map(Opened::Stream),
+            Ok((target, _)) if head_only => self.head_of_stream(req, &target, keep_alive),
+            Ok((target, grant)) => self
+                .start_stream(req, &target, client, grant)
+                .map(Opened::Stream),
             Err(r) => Err(r),
         };
         match opened {
-            Ok(Opened::Stream(a)) => self.attach(key, a, fixed == Some(STATUS_CHANNEL)),
+            Ok(Opened::Stream(a)) => self.attach(key, a, fixed),
             Ok(Opened::Head(head)) => {
                 self.last_response = (200, 0);
                 if let Some(c) = self.conns.get_mut(key) {
@@ -416,16 +426,13 @@ impl Server {
         req: &Request<'r>,
         fixed: Option<&'static str>,
         client: IpAddr,
-    ) -> Result<Target<'r>, Refusal> {
+    ) -> Result<(Target<'r>, Authorised), Refusal> {
         let admission = self.streams.admission(self.draining.is_some(), client);
         subscribe::admit(&admission)?;
         let target = subscribe::target(req, fixed)?;
         subscribe::admit_client(&admission, client)?;
-        match subscribe::authorise(req, &target)? {
-            Authorised::Open => Ok(target),
-            // Not issued yet: tokens and asking the application come next.
-            Authorised::Until { .. } | Authorised::Ask => Ok(target),
-        }
+        let authorised = self.authorise_stream(req, &target)?;
+        Ok((target, authorised))
     }
 
     /// The last stages: the channel, where in its log to start, the head.
@@ -434,6 +441,7 @@ impl Server {
         req: &Request<'_>,
         target: &Target<'_>,
         client: IpAddr,
+        authorised: Authorised,
     ) -> Result<Attach, Refusal> {
         let now = self.stamp();
         let ch = subscribe::find_channel(&mut self.hub, &target.channel, now)?;
@@ -460,6 +468,7 @@ impl Server {
             head,
             chunked,
             counted: self.streams.counted_as(client),
+            grant: authorised.into_grant(),
         })
     }
 
@@ -485,7 +494,7 @@ impl Server {
 
     /// Turns a connection into a subscriber: its place in the channel, its
     /// per-client count, the stream's head queued, the heartbeat timer.
-    pub(crate) fn attach(&mut self, key: usize, a: Attach, status: bool) {
+    pub(crate) fn attach(&mut self, key: usize, a: Attach, fixed: Option<&str>) {
         self.last_response = (200, 0);
         let now_ms = self.clock.ms();
         let index = self.hub.subscribe(a.channel, key as u32);
@@ -508,7 +517,10 @@ impl Server {
             c.phase = Phase::Stream(sub);
         }
         self.schedule_heartbeat(key, now_ms);
-        if status {
+        if let Some((exp, sub)) = a.grant {
+            self.hold_grant(key, exp, sub);
+        }
+        if matches!(fixed, Some(STATUS_CHANNEL | STATUS_TOTALS_CHANNEL)) {
             self.status_next.get_or_insert(self.clock.now());
         }
     }
@@ -550,7 +562,8 @@ impl Server {
         published
     }
 
-    pub(crate) fn snapshot(&self) -> Snapshot<'_> {
+    /// What the status endpoints show; `names`: channel names too.
+    pub(crate) fn snapshot(&self, names: bool) -> Snapshot<'_> {
         Snapshot {
             stats: &self.stats,
             hub: &self.hub,
@@ -560,6 +573,7 @@ impl Server {
             accept_cap: self.accept_cap,
             uptime_secs: self.clock.uptime_secs(),
             draining: self.draining.is_some(),
+            names,
         }
     }
 

@@ -98,6 +98,9 @@ pub struct Snapshot<'a> {
     pub accept_cap: usize,
     pub uptime_secs: f64,
     pub draining: bool,
+    /// Channel names may be shown (`routes::may_see_names`); otherwise
+    /// only totals.
+    pub names: bool,
 }
 
 impl Snapshot<'_> {
@@ -105,14 +108,18 @@ impl Snapshot<'_> {
         let s = self.stats;
         let lc = self.hub.counts();
         let mut channels = Map::new();
-        for c in self.hub.iter().take(STATUS_CHANNELS) {
+        for c in self
+            .hub
+            .iter()
+            .take(if self.names { STATUS_CHANNELS } else { 0 })
+        {
             channels.insert(c.name.to_string(), json!(c.subscribers.len()));
         }
         let mut rejected = Map::new();
         for (i, (_, name)) in REJECT_REASONS.iter().enumerate() {
             rejected.insert(name.to_string(), json!(s.rejected[i]));
         }
-        json!({
+        let mut doc = json!({
             "status": if self.draining { "draining" } else { "running" },
             "version": env!("CARGO_PKG_VERSION"),
             // `active` is open streams (what `/health` calls
@@ -168,7 +175,14 @@ impl Snapshot<'_> {
                 "idle_timeout_seconds": self.cfg.idle_timeout.as_secs_f64(),
             },
             "uptime_seconds": self.uptime_secs,
-        })
+        });
+        if !self.names {
+            if let Some(o) = doc.as_object_mut() {
+                o.remove("channels");
+                o.remove("channels_truncated");
+            }
+        }
+        doc
     }
 }
 
@@ -331,6 +345,16 @@ impl Snapshot<'_> {
             );
         }
 
+        if self.names {
+            self.channel_series(&mut o);
+        }
+        self.publish_histogram(&mut o);
+        o
+    }
+
+    /// One gauge per channel (the largest), the rest as `$other`.
+    fn channel_series(&self, o: &mut String) {
+        use std::fmt::Write;
         let _ = writeln!(o, "# HELP ssecast_channel_subscribers Open streams per channel (largest {METRICS_CHANNELS}; the rest as $other).\n# TYPE ssecast_channel_subscribers gauge");
         let mut chans: Vec<(&str, usize)> = self
             .hub
@@ -352,6 +376,11 @@ impl Snapshot<'_> {
                 "ssecast_channel_subscribers{{channel=\"$other\"}} {rest}"
             );
         }
+    }
+
+    fn publish_histogram(&self, o: &mut String) {
+        use std::fmt::Write;
+        let s = self.stats;
 
         let _ = writeln!(o, "# HELP ssecast_publish_duration_seconds Time to handle a publish request.\n# TYPE ssecast_publish_duration_seconds histogram");
         for (i, le) in PUBLISH_BUCKETS_US.iter().enumerate() {
@@ -377,7 +406,6 @@ impl Snapshot<'_> {
             "ssecast_publish_duration_seconds_count {}",
             s.publish_requests
         );
-        o
     }
 }
 

@@ -49,6 +49,49 @@ pub struct Subscriber {
     /// Frames wholly before `cursor` (`Log::complete_before`), modulo 2^32:
     /// deliveries are counted from its change without searching the log.
     pub frames: u32,
+    /// Closing with a last event of this kind (see [`Ending`]).
+    pub ending: Ending,
+    /// Bytes of the last event still to send.
+    pub final_left: u8,
+}
+
+/// Why the hub ends a stream with one last event (documented in the
+/// README). The event has no `id:` (a page's last event id does not move)
+/// and is never in the channel's history; on a chunked stream its bytes
+/// include the last chunk, so the stream ends cleanly once they are out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// Not ending.
+    No,
+    /// The token's `exp` (plus the leeway) came.
+    TokenExpired,
+    /// Closed by `POST /events/close` (revocation).
+    Closed,
+}
+
+const EXPIRED_FRAME: &str = "event: token-expired\ndata: {\"reason\":\"token-expired\"}\n\n";
+const CLOSED_FRAME: &str = "event: closed\ndata: {\"reason\":\"closed\"}\n\n";
+
+impl Ending {
+    /// The last event's bytes, framed as the stream is; static per kind.
+    pub fn bytes(self, chunked: bool) -> &'static [u8] {
+        let b: &str = match (self, chunked) {
+            (Ending::No, _) => "",
+            (Ending::TokenExpired, false) => EXPIRED_FRAME,
+            (Ending::TokenExpired, true) => concat!(
+                "37\r\n",
+                "event: token-expired\ndata: {\"reason\":\"token-expired\"}\n\n",
+                "\r\n0\r\n\r\n"
+            ),
+            (Ending::Closed, false) => CLOSED_FRAME,
+            (Ending::Closed, true) => concat!(
+                "29\r\n",
+                "event: closed\ndata: {\"reason\":\"closed\"}\n\n",
+                "\r\n0\r\n\r\n"
+            ),
+        };
+        b.as_bytes()
+    }
 }
 
 impl Subscriber {
@@ -76,14 +119,40 @@ impl Subscriber {
             chunk_len: 0,
             chunk_end: cursor,
             frames: log.complete_before(cursor) as u32,
+            ending: Ending::No,
+            final_left: 0,
         }
+    }
+
+    /// Starts the last event of `kind`: only at a frame boundary with
+    /// every published frame sent (a response head or a heartbeat under
+    /// way goes out first). Returns false when the subscriber is behind:
+    /// the caller simply closes it.
+    pub fn begin_ending(&mut self, kind: Ending, log: &Log) -> bool {
+        if self.ending != Ending::No {
+            return true;
+        }
+        if self.chunk_len > 0 || self.cursor < log.head() || kind == Ending::No {
+            return false;
+        }
+        self.ending = kind;
+        self.final_left = kind.bytes(self.chunked).len() as u8;
+        true
+    }
+
+    /// The last event has gone out, and everything before it: close now.
+    pub fn is_finished(&self, out: &Out) -> bool {
+        self.ending != Ending::No
+            && self.final_left == 0
+            && self.heartbeat_left == 0
+            && out.is_empty()
     }
 
     /// Starts a heartbeat of `len` bytes, unless one is under way or a
     /// chunk is open (a heartbeat may only go between chunks). Returns
     /// whether it started.
     pub fn start_heartbeat(&mut self, len: usize) -> bool {
-        if self.heartbeat_left > 0 || self.chunk_len > 0 {
+        if self.heartbeat_left > 0 || self.chunk_len > 0 || self.ending != Ending::No {
             return false;
         }
         self.heartbeat_left = len as u8;
@@ -113,13 +182,16 @@ impl Subscriber {
 
     /// Whether anything is still owed to the socket.
     pub fn is_pending(&self, out: &Out, log: &Log) -> bool {
+        if self.ending != Ending::No {
+            return !out.is_empty() || self.heartbeat_left > 0 || self.final_left > 0;
+        }
         !out.is_empty() || self.heartbeat_left > 0 || self.chunk_len > 0 || self.cursor < log.head()
     }
 
     /// At a frame boundary with nothing owed: the stream may end cleanly
     /// (the last chunk) here.
     pub fn at_boundary(&self) -> bool {
-        self.chunk_len == 0 && self.heartbeat_left == 0
+        self.chunk_len == 0 && self.heartbeat_left == 0 && self.final_left == 0
     }
 }
 
@@ -242,12 +314,14 @@ pub const SIZE_LINE: usize = 2;
 pub const DATA: usize = 3;
 pub const DATA_WRAPPED: usize = 4;
 pub const CHUNK_END: usize = 5;
-pub type Parts<'a> = [&'a [u8]; 6];
+/// The rest of the last event of an ending stream.
+pub const FINAL: usize = 6;
+pub type Parts<'a> = [&'a [u8]; 7];
 
 /// On a chunked stream with log bytes due and no chunk open, opens a chunk
 /// over them, so that its size line can be sent first.
 pub fn open_chunk(sub: &mut Subscriber, log: &Log) {
-    if sub.chunked && sub.chunk_len == 0 && sub.cursor < log.head() {
+    if sub.chunked && sub.chunk_len == 0 && sub.cursor < log.head() && sub.ending == Ending::No {
         let len = (log.head() - sub.cursor).min(MAX_CHUNK);
         sub.chunk_len = len as u32;
         sub.chunk_end = sub.cursor + len;
@@ -258,8 +332,9 @@ pub fn open_chunk(sub: &mut Subscriber, log: &Log) {
 
 /// What goes into the next `writev`: the pending output (a response head),
 /// the rest of a heartbeat (`heartbeat` is the whole of it), the open chunk's size line, the log bytes (two
-/// slices when the ring wraps), the chunk's closing CRLF. `size_line` is
-/// scratch space for the size line. Empty slices are allowed.
+/// slices when the ring wraps), the chunk's closing CRLF; on an ending
+/// stream, instead of any log bytes, the rest of the last event. `size_line`
+/// is scratch space for the size line. Empty slices are allowed.
 pub fn plan<'a>(
     sub: &Subscriber,
     out: &'a [u8],
@@ -279,12 +354,15 @@ pub fn plan<'a>(
         (&[], &[])
     };
     let end = match (sub.chunked, open) {
+        _ if sub.ending != Ending::No => sub.cursor,
         (false, _) => log.head(),
         (true, true) => sub.chunk_end,
         (true, false) => sub.cursor,
     };
     let (a, b) = log.slices_to(sub.cursor, end);
-    [out, hb, head, a, b, tail]
+    let last = sub.ending.bytes(sub.chunked);
+    let last = &last[last.len() - sub.final_left as usize..];
+    [out, hb, head, a, b, tail, last]
 }
 
 /// What [`advance`] moved past.
@@ -297,7 +375,7 @@ pub struct Advanced {
 
 /// Moves the subscriber past the first `n` bytes of parts whose lengths are
 /// `lens` (as [`plan`] made them).
-pub fn advance(sub: &mut Subscriber, lens: [usize; 6], mut n: usize, log: &Log) -> Advanced {
+pub fn advance(sub: &mut Subscriber, lens: [usize; 7], mut n: usize, log: &Log) -> Advanced {
     let mut take = |i: usize| {
         let t = n.min(lens[i]);
         n -= t;
@@ -328,6 +406,7 @@ pub fn advance(sub: &mut Subscriber, lens: [usize; 6], mut n: usize, log: &Log) 
             sub.chunk_tail_sent = 0;
         }
     }
+    sub.final_left -= take(FINAL) as u8;
     Advanced { out, frames }
 }
 

@@ -50,6 +50,8 @@ pub struct Request<'a> {
     pub last_event_id: Option<&'a str>,
     pub origin: Option<&'a str>,
     pub authorization: Option<&'a str>,
+    /// The `Cookie` header (the first, when a client sent several).
+    pub cookie: Option<&'a str>,
     pub content_type: Option<&'a str>,
     pub forwarded_for: Option<&'a str>,
     pub real_ip: Option<&'a str>,
@@ -104,7 +106,7 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Request<'_>, us
 }
 
 /// The headers ssecast reads; every other header is opaque.
-const USED_HEADERS: [&str; 12] = [
+const USED_HEADERS: [&str; 13] = [
     "host",
     "content-length",
     "transfer-encoding",
@@ -112,6 +114,7 @@ const USED_HEADERS: [&str; 12] = [
     "last-event-id",
     "origin",
     "authorization",
+    "cookie",
     "content-type",
     "x-forwarded-for",
     "x-real-ip",
@@ -199,6 +202,8 @@ fn read_header<'a>(
         req.origin = Some(value);
     } else if is("authorization") {
         req.authorization = Some(value);
+    } else if is("cookie") {
+        req.cookie = req.cookie.or(Some(value));
     } else if is("content-type") {
         req.content_type = Some(value);
     } else if is("x-forwarded-for") {
@@ -302,6 +307,20 @@ fn parse_length(v: &str) -> Result<usize, HttpError> {
         return Err(bad("invalid Content-Length"));
     }
     v.parse().map_err(|_| bad("invalid Content-Length"))
+}
+
+/// The value of cookie `name` in a `Cookie` header (`a=1; b=2`), without
+/// the quotes a value may have (RFC 6265 4.1.1).
+pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header.split(';').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k.trim() == name).then(|| {
+            let v = v.trim();
+            v.strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(v)
+        })
+    })
 }
 
 /// The value of query parameter `name`, percent-decoded (`+` is a space).
@@ -631,5 +650,16 @@ mod tests {
         assert!(s.starts_with("HTTP/1.1 404 Not Found\r\n"));
         assert!(s.contains("X-A: 1\r\n") && s.contains("Content-Length: 21\r\n"));
         assert!(s.ends_with("\r\n\r\n{\"error\":\"not found\"}"));
+    }
+
+    #[test]
+    fn cookies_are_read_by_name() {
+        let r = "GET / HTTP/1.1\r\nHost: x\r\nCookie: a=1; ssecast_token=\"t.k.n\"\r\nCookie: z=2\r\n\r\n";
+        let (req, _) = head(r).unwrap().unwrap();
+        let c = req.cookie.unwrap();
+        assert_eq!(cookie_value(c, "ssecast_token"), Some("t.k.n"));
+        assert_eq!(cookie_value(c, "a"), Some("1"));
+        assert_eq!(cookie_value(c, "z"), None);
+        assert_eq!(cookie_value("novalue; =x", "novalue"), None);
     }
 }

@@ -1,10 +1,11 @@
 //! Routing: which endpoint a request is for and the method rules
 //! ([`resolve`]), then one handler per endpoint family, one file each
-//! (`subscribe`, `publish`, `status`, `page`, `preflight`). Handlers take
+//! (`subscribe`, `publish`, `admin`, `status`, `page`, `preflight`). Handlers take
 //! the parts of the hub they use and answer with a [`Reply`] or a
 //! [`Refusal`]; `session.rs` calls them with those parts and writes the
 //! answer.
 
+pub mod admin;
 pub mod page;
 pub mod preflight;
 pub mod publish;
@@ -28,10 +29,15 @@ pub const DEFAULT_CHANNEL: &str = "default";
 /// has subscribers. Names starting with `$` are reserved for the hub.
 pub const STATUS_CHANNEL: &str = "$status";
 
+/// The status channel for clients that may not see channel names: the same
+/// document without them.
+pub const STATUS_TOTALS_CHANNEL: &str = "$status:totals";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
     Stream,
     Broadcast,
+    Close,
     Status,
     StatusStream,
     Health,
@@ -46,6 +52,7 @@ impl Route {
         match path {
             "/events" | "/sse" => Route::Stream,
             "/events/broadcast" => Route::Broadcast,
+            "/events/close" => Route::Close,
             "/events/status" | "/sse/health" => Route::Status,
             "/events/status/stream" => Route::StatusStream,
             "/health" => Route::Health,
@@ -59,7 +66,7 @@ impl Route {
     /// The methods this route answers, for `Allow`.
     pub fn allow(self) -> &'static str {
         match self {
-            Route::Broadcast => "POST, OPTIONS",
+            Route::Broadcast | Route::Close => "POST, OPTIONS",
             Route::NotFound => "",
             _ => "GET, HEAD, OPTIONS",
         }
@@ -67,7 +74,7 @@ impl Route {
 
     fn method(self) -> &'static str {
         match self {
-            Route::Broadcast => "POST",
+            Route::Broadcast | Route::Close => "POST",
             _ => "GET",
         }
     }
@@ -181,10 +188,17 @@ pub fn resolve(req: &Request<'_>, cfg: &Config) -> Resolved {
 }
 
 pub(crate) fn invalid_name(what: &str) -> HttpError {
+    let star = if what == "channel" { ", no '*'" } else { "" };
     HttpError::new(
         400,
-        format!("invalid {what}: 1 to 128 bytes, no control characters (CR, LF, NUL, ...)"),
+        format!("invalid {what}: 1 to 128 bytes, no control characters (CR, LF, NUL, ...){star}"),
     )
+}
+
+/// A channel name: an SSE name without `*` (which token claims and
+/// `--public-channels` use for prefixes).
+pub(crate) fn valid_channel(s: &str) -> bool {
+    crate::sse::valid_name(s) && !s.contains('*')
 }
 
 pub(crate) fn reserved_name() -> HttpError {
@@ -232,6 +246,40 @@ impl std::fmt::Display for LogSafe<'_> {
     }
 }
 
+/// Writes a query string for the log as [`LogSafe`] does, with every
+/// `token=` value (a subscribe token) replaced by `-`.
+pub struct LogQuery<'a>(pub &'a str);
+
+impl std::fmt::Display for LogQuery<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, pair) in self.0.split('&').enumerate() {
+            if i > 0 {
+                f.write_str("&")?;
+            }
+            let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+            let is_token = http::percent_decode(key).is_ok_and(|k| k == "token");
+            if is_token {
+                write!(f, "{}=-", LogSafe(key))?;
+            } else {
+                write!(f, "{}", LogSafe(pair))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Who may see channel names (status, its stream, metrics): a loopback
+/// client (the address after `--trusted-proxies`), or a request with the
+/// publish token. A request a trusted proxy forwarded (it says who the
+/// client is) is never local, whatever address it names: through the
+/// shipped nginx, a process on the proxy's own host is a client like any.
+pub fn may_see_names(cfg: &Config, peer: IpAddr, req: &Request<'_>) -> bool {
+    let forwarded =
+        cfg.is_trusted_proxy(peer) && (req.real_ip.is_some() || req.forwarded_for.is_some());
+    let local = !forwarded && client_ip(cfg, peer, req).is_loopback();
+    local || publish::has_publish_token(req, cfg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,5 +300,39 @@ mod tests {
             "/a\\x22b\\x5cc\\x20\\xc3\\xa9"
         );
         assert_eq!(LogSafe("/events").to_string(), "/events");
+    }
+
+    #[test]
+    fn names_go_to_loopback_unforwarded_or_the_publish_token() {
+        let cfg =
+            Config::from_args(["--trusted-proxies", "127.0.0.1", "--publish-token", "p"]).unwrap();
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        let req = |real_ip, authorization| Request {
+            real_ip,
+            authorization,
+            ..Request::default()
+        };
+        assert!(may_see_names(&cfg, lo, &req(None, None)));
+        assert!(!may_see_names(&cfg, lo, &req(Some("192.0.2.10"), None)));
+        assert!(!may_see_names(&cfg, lo, &req(Some("127.0.0.2"), None)));
+        assert!(may_see_names(
+            &cfg,
+            lo,
+            &req(Some("192.0.2.10"), Some("Bearer p"))
+        ));
+        assert!(may_see_names(&cfg, lo, &req(None, Some("Bearer q"))));
+        let far = IpAddr::from([192, 0, 2, 10]);
+        assert!(!may_see_names(&cfg, far, &req(None, Some("Bearer q"))));
+        assert!(!may_see_names(&cfg, far, &req(Some("127.0.0.1"), None)));
+    }
+
+    #[test]
+    fn tokens_are_cut_from_logged_queries() {
+        let q = |s| LogQuery(s).to_string();
+        assert_eq!(q("channel=a&token=x.y.z&b"), "channel=a&token=-&b");
+        assert_eq!(q("%74oken=secret"), "%74oken=-");
+        assert_eq!(q("token"), "token=-");
+        assert_eq!(q("tokens=1&a=%22"), "tokens=1&a=%22");
+        assert!(!q("x=1&token=abc&token=def").contains("abc"));
     }
 }

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use serde_json::{json, Value};
 
-use super::{invalid_name, reserved_name, Refusal, DEFAULT_CHANNEL};
+use super::{invalid_name, reserved_name, valid_channel, Refusal, DEFAULT_CHANNEL};
 use crate::channel::Hub;
 use crate::config::Config;
 use crate::http::{self, HttpError, Request};
@@ -39,24 +39,7 @@ pub fn check<'a>(
     cfg: &Config,
     hub: &Hub,
 ) -> Result<Vec<Publish<'a>>, Refusal> {
-    if let Some(token) = &cfg.publish_token {
-        let given = req.authorization.and_then(bearer);
-        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
-            return Err(Refusal::new(
-                HttpError::new(401, "publishing needs 'Authorization: Bearer <token>'"),
-                Reject::Unauthorized,
-            )
-            .with_headers(&["WWW-Authenticate: Bearer realm=\"ssecast\""]));
-        }
-    } else if !client.is_loopback() {
-        return Err(Refusal::new(
-            HttpError::new(
-                403,
-                "publishing is allowed only from loopback when no publish token is configured",
-            ),
-            Reject::Forbidden,
-        ));
-    }
+    check_credential(req, client, cfg)?;
     let events = decode_publish(req, body).map_err(|e| {
         let why = if e.status == 413 {
             Reject::TooLarge
@@ -95,6 +78,38 @@ pub fn check<'a>(
     Ok(events)
 }
 
+/// Who may publish (and use the other operator endpoints): the holder of
+/// the publish token, or, when none is set, a loopback client.
+pub fn check_credential(req: &Request<'_>, client: IpAddr, cfg: &Config) -> Result<(), Refusal> {
+    if let Some(token) = &cfg.publish_token {
+        let given = req.authorization.and_then(bearer);
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            return Err(Refusal::new(
+                HttpError::new(401, "publishing needs 'Authorization: Bearer <token>'"),
+                Reject::Unauthorized,
+            )
+            .with_headers(&["WWW-Authenticate: Bearer realm=\"ssecast\""]));
+        }
+    } else if !client.is_loopback() {
+        return Err(Refusal::new(
+            HttpError::new(
+                403,
+                "publishing is allowed only from loopback when no publish token is configured",
+            ),
+            Reject::Forbidden,
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the request carries the publish token (a configured one).
+pub fn has_publish_token(req: &Request<'_>, cfg: &Config) -> bool {
+    let given = req.authorization.and_then(bearer);
+    cfg.publish_token
+        .as_ref()
+        .is_some_and(|t| given.is_some_and(|g| constant_time_eq(g.as_bytes(), t.as_bytes())))
+}
+
 /// The answer's body: one object, or `{"events": [...]}` for a batch.
 pub fn answer(published: &[Published<'_>], batch: bool) -> Vec<u8> {
     let one = |p: &Published<'_>| json!({ "id": p.id, "channel": p.channel, "subscribers": p.subscribers });
@@ -111,7 +126,8 @@ pub fn body_is_array(req: &Request<'_>, body: &[u8]) -> bool {
         && body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
 }
 
-fn bearer(v: &str) -> Option<&str> {
+/// The token of an `Authorization: Bearer TOKEN` value.
+pub(crate) fn bearer(v: &str) -> Option<&str> {
     let (scheme, token) = v.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
@@ -158,7 +174,7 @@ pub fn decode_publish<'a>(
     let query_channel = http::query_param(req.query, "channel")?;
     let query_event = http::query_param(req.query, "event")?;
     let default_channel = query_channel.unwrap_or(Cow::Borrowed(DEFAULT_CHANNEL));
-    if !sse::valid_name(&default_channel) {
+    if !valid_channel(&default_channel) {
         return Err(invalid_name("channel"));
     }
     if default_channel.starts_with('$') {
@@ -241,7 +257,7 @@ fn decode_item<'a>(
     let channel = match obj.remove("channel") {
         None | Some(Value::Null) => default_channel.to_string(),
         Some(Value::String(s)) if s.starts_with('$') => return Err(reserved_name()),
-        Some(Value::String(s)) if sse::valid_name(&s) => s,
+        Some(Value::String(s)) if valid_channel(&s) => s,
         Some(_) => return Err(invalid_name("channel")),
     };
     Ok(Publish {

@@ -5,8 +5,18 @@ use std::time::SystemTime;
 
 use serde_json::json;
 
-use super::Reply;
+use super::{Reply, STATUS_CHANNEL, STATUS_TOTALS_CHANNEL};
 use crate::stats::Snapshot;
+
+/// The status channel a stream of the status document reads: with channel
+/// names (`names`, see `routes::may_see_names`) or the totals only.
+pub fn channel_for(names: bool) -> &'static str {
+    if names {
+        STATUS_CHANNEL
+    } else {
+        STATUS_TOTALS_CHANNEL
+    }
+}
 
 /// The status document (JSON).
 pub fn status(snapshot: &Snapshot<'_>, cors: &[String]) -> Reply {

@@ -1,8 +1,8 @@
 //! `GET /events` (alias `/sse`) and `GET /events/status/stream`: a request
 //! becomes a subscriber in stages, one job each:
 //!
-//! admit (draining, stream and per-client limits) → authorise (nothing to
-//! check yet) → find the start (the channel, and where in its log a
+//! admit (draining, stream and per-client limits) → authorise (a token,
+//! see `auth.rs`; or ask the application) → find the start (the channel, and where in its log a
 //! `Last-Event-ID` resumes) → the stream's head. The server then attaches
 //! the connection as a cursor ([`Attach`] → `Server::attach`).
 
@@ -13,7 +13,9 @@ use std::net::IpAddr;
 
 use serde_json::json;
 
-use super::{invalid_name, reserved_name, Refusal, DEFAULT_CHANNEL};
+use super::publish::bearer;
+use super::{invalid_name, reserved_name, valid_channel, Refusal, DEFAULT_CHANNEL};
+use crate::auth::{self, Keys, TokenError};
 use crate::channel::{Hub, Log, Resume, Stamp};
 use crate::http::{self, HttpError, Request};
 use crate::sse;
@@ -107,6 +109,9 @@ pub struct Attach {
     pub chunked: bool,
     /// Counted against the per-client limit as this address.
     pub counted: Option<IpAddr>,
+    /// A token stream: its `exp` (Unix seconds, before the leeway) and
+    /// `sub`. `None` for an open stream.
+    pub grant: Option<(u64, Option<Box<str>>)>,
 }
 
 /// Draining and the stream cap: checked before anything else.
@@ -163,7 +168,7 @@ pub fn target<'a>(req: &Request<'a>, fixed: Option<&'static str>) -> Result<Targ
         None => match http::query_param(req.query, "channel").map_err(bad)? {
             None => Cow::Borrowed(DEFAULT_CHANNEL),
             Some(c) if c.starts_with('$') => return Err(bad(reserved_name())),
-            Some(c) if sse::valid_name(&c) => c,
+            Some(c) if valid_channel(&c) => c,
             Some(_) => return Err(bad(invalid_name("channel"))),
         },
     };
@@ -195,10 +200,96 @@ pub enum Authorised {
     Ask,
 }
 
-/// Who may read the channel: everyone, today. Token checks and asking the
-/// application go here.
-pub fn authorise(_req: &Request<'_>, _target: &Target<'_>) -> Result<Authorised, Refusal> {
-    Ok(Authorised::Open)
+impl Authorised {
+    /// What a stream attached with this keeps: its `exp` and `sub`.
+    pub fn into_grant(self) -> Option<(u64, Option<Box<str>>)> {
+        match self {
+            Authorised::Until { exp_unix, sub } => Some((exp_unix, sub.map(Box::from))),
+            Authorised::Open | Authorised::Ask => None,
+        }
+    }
+}
+
+/// What authorising looks at besides the request.
+pub struct Policy<'a> {
+    /// No key set: streams need no token.
+    pub keys: &'a Keys,
+    /// Channels open without a token (`--public-channels`).
+    pub public: &'a [String],
+    /// The cookie a token may come in (`--subscribe-cookie`).
+    pub cookie: &'a str,
+    /// The wall clock, seconds since the epoch.
+    pub now_unix: u64,
+    /// An application can be asked (`--subscribe-auth-url`) when no valid
+    /// token was given.
+    pub ask_application: bool,
+}
+
+/// The challenge of every 401 for a stream.
+const CHALLENGE: &[&str] = &["WWW-Authenticate: Bearer realm=\"ssecast\""];
+
+/// Who may read the channel: anyone when no key is set, or the channel is
+/// public or the hub's own; else the holder of a valid token for it (from
+/// `Authorization: Bearer`, the cookie, or `?token=`, in that order); else,
+/// when one is configured, the application decides.
+pub fn authorise(
+    req: &Request<'_>,
+    target: &Target<'_>,
+    policy: &Policy<'_>,
+) -> Result<Authorised, Refusal> {
+    let channel = &*target.channel;
+    let open = !policy.keys.is_set()
+        || channel.starts_with('$')
+        || policy
+            .public
+            .iter()
+            .any(|p| auth::channel_matches(p, channel));
+    if open && !policy.ask_application {
+        return Ok(Authorised::Open);
+    }
+    let token = token_of(req, policy.cookie)?;
+    let verified = match (&token, policy.keys.is_set() && !open) {
+        (Some(t), true) => Some(auth::verify(t, policy.keys, channel, policy.now_unix)),
+        _ => None,
+    };
+    match verified {
+        Some(Ok(claims)) => Ok(Authorised::Until {
+            exp_unix: claims.exp,
+            sub: claims.sub,
+        }),
+        _ if policy.ask_application => Ok(Authorised::Ask),
+        None if open => Ok(Authorised::Open),
+        None => Err(Refusal::new(
+            HttpError::new(
+                401,
+                "this channel needs a token (Authorization: Bearer, the cookie, or ?token=)",
+            ),
+            Reject::Unauthorized,
+        )
+        .with_headers(CHALLENGE)),
+        Some(Err(TokenError::Channel)) => Err(Refusal::new(
+            HttpError::new(403, TokenError::Channel.message()),
+            Reject::Forbidden,
+        )),
+        Some(Err(e)) => Err(
+            Refusal::new(HttpError::new(401, e.message()), Reject::Unauthorized)
+                .with_headers(CHALLENGE),
+        ),
+    }
+}
+
+/// The token a request carries: `Authorization: Bearer`, else the cookie,
+/// else `?token=`.
+pub fn token_of<'a>(req: &Request<'a>, cookie: &str) -> Result<Option<Cow<'a, str>>, Refusal> {
+    if let Some(t) = req.authorization.and_then(bearer) {
+        return Ok(Some(Cow::Borrowed(t)));
+    }
+    if let Some(t) = req.cookie.and_then(|c| http::cookie_value(c, cookie)) {
+        return Ok(Some(Cow::Borrowed(t)));
+    }
+    http::query_param(req.query, "token")
+        .map(|t| t.filter(|t| !t.is_empty()))
+        .map_err(|e| Refusal::new(e, Reject::BadRequest))
 }
 
 /// Whether the channel exists or could be created (HEAD creates none).

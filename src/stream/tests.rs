@@ -354,3 +354,97 @@ fn a_cut_event_heartbeat_resumes_with_the_bytes_it_started_with() {
         assert_eq!(sub.heartbeat_left, 0);
     }
 }
+
+#[test]
+fn the_last_events_are_framed_with_their_size_and_the_last_chunk() {
+    for kind in [Ending::TokenExpired, Ending::Closed] {
+        let plain = kind.bytes(false);
+        let chunked = std::str::from_utf8(kind.bytes(true)).unwrap();
+        let frame = std::str::from_utf8(plain).unwrap();
+        assert!(frame.starts_with("event: ") && frame.ends_with("\n\n"));
+        assert!(!frame.contains("id:"), "no id: a page's last id stays");
+        assert!(frame.contains("\ndata: "), "EventSource dispatches it");
+        let want = format!("{:x}\r\n{frame}\r\n0\r\n\r\n", plain.len());
+        assert_eq!(chunked, want);
+        assert!(chunked.len() < 256, "final_left is a u8");
+    }
+    assert!(Ending::No.bytes(true).is_empty());
+    assert!(
+        std::mem::size_of::<Subscriber>() <= 56,
+        "an idle subscriber does not grow"
+    );
+}
+
+/// An ending stream sends what was under way (the head, a heartbeat), then
+/// its last event, and nothing published after it; split at every byte.
+#[test]
+fn an_ending_stream_sends_the_head_the_heartbeat_then_only_its_last_event() {
+    let mut log = wrapped_log();
+    for chunked in [false, true] {
+        let kind = Ending::Closed;
+        let mut want = b"HEAD".to_vec();
+        want.extend_from_slice(if chunked {
+            crate::sse::HEARTBEAT_CHUNK
+        } else {
+            crate::sse::HEARTBEAT
+        });
+        want.extend_from_slice(kind.bytes(chunked));
+        for first in 0..=want.len() {
+            let mut sub = Subscriber::new(0, 0, log.head(), &log, chunked, 0);
+            let len = COMMENTS.render(chunked, 0).as_slice().len();
+            assert!(sub.start_heartbeat(len));
+            assert!(sub.begin_ending(kind, &log));
+            assert!(!sub.start_heartbeat(len), "no heartbeat after the end");
+            // Published after the end began: never sent.
+            log.append(None, "late").unwrap();
+            let mut out = out_with(b"HEAD");
+            let mut sink = Socket {
+                got: Vec::new(),
+                budget: first,
+            };
+            let mut writable = true;
+            write(
+                &mut sub,
+                sink_of(&mut sink, &mut writable, &mut out),
+                &log,
+                &COMMENTS,
+                0,
+            );
+            assert_eq!(sub.is_finished(&out), first >= want.len(), "at {first}");
+            assert_eq!(sub.is_pending(&out, &log), first < want.len());
+            sink.budget = usize::MAX / 2;
+            writable = true;
+            let w = write(
+                &mut sub,
+                sink_of(&mut sink, &mut writable, &mut out),
+                &log,
+                &COMMENTS,
+                0,
+            );
+            assert_eq!(sink.got, want, "chunked {chunked} split at {first}");
+            assert_eq!(w.frames, 0, "the last event is no delivery");
+            assert!(sub.is_finished(&out) && !sub.is_pending(&out, &log));
+        }
+    }
+}
+
+#[test]
+fn a_subscriber_that_is_behind_or_inside_a_chunk_cannot_end_with_an_event() {
+    let log = wrapped_log();
+    let mut behind = subscriber(&log, true, false);
+    assert!(!behind.begin_ending(Ending::TokenExpired, &log));
+    assert_eq!(behind.ending, Ending::No);
+    open_chunk(&mut behind, &log);
+    behind.cursor = log.head();
+    assert!(
+        !behind.begin_ending(Ending::TokenExpired, &log),
+        "chunk open"
+    );
+    let mut caught_up = Subscriber::new(0, 0, log.head(), &log, true, 0);
+    assert!(caught_up.begin_ending(Ending::TokenExpired, &log));
+    assert!(
+        caught_up.begin_ending(Ending::Closed, &log),
+        "already ending"
+    );
+    assert_eq!(caught_up.ending, Ending::TokenExpired);
+}

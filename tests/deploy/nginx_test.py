@@ -16,6 +16,11 @@ ports, then checks as real clients bound to 127.0.0.2 / .3 / .4:
   * POST /events/broadcast through the public side is refused by nginx (403,
     nginx's page, nothing published), while 127.0.0.1 (allowed) may publish;
   * /health, /events/status and /sse/health are proxied;
+  * channel names stay private through nginx: /events/status and
+    /events/status/stream show a client behind nginx the totals only, while
+    a loopback client of ssecast sees the names;
+  * a stream's ?token= is written neither to nginx's access log (the shipped
+    log_format has no query) nor to ssecast's;
   * with ssecast stopped, a stream request gets its connection closed without an
     answer (nginx 444: an EventSource retries after a network error but gives up
     for good on a 502), while /health reports 502.
@@ -44,6 +49,7 @@ BIN = os.environ.get("SSECAST_BIN", os.path.join(REPO, "target", "release", "sse
 OVERALL_TIMEOUT = 120  # seconds, the whole test
 LATENCY_LIMIT = 0.200  # seconds from publish to arrival through nginx
 CHANNEL = "nginx-test"
+PRIVATE_CHANNEL = "nginx-private-room"
 
 
 class Failure(Exception):
@@ -121,20 +127,22 @@ def free_port():
         return s.getsockname()[1]
 
 
-def render_conf(nginx_port, upstream_port):
-    """The shipped file with its two documented substitution points rewritten."""
+def render_conf(nginx_port, upstream_port, tmp):
+    """The shipped file with its three documented substitution points rewritten."""
     text = open(CONF, encoding="utf-8").read()
     new, n1 = re.subn(r"(?m)^(\s*)listen 80;", rf"\g<1>listen 127.0.0.1:{nginx_port};", text)
     new, n2 = re.subn(r"(?m)^(\s*)server 127\.0\.0\.1:5001;", rf"\g<1>server 127.0.0.1:{upstream_port};", new)
-    if n1 != 1 or n2 != 1:
-        raise Failure(f"substitution points not found exactly once in {CONF} (listen: {n1}, upstream: {n2})")
+    new, n3 = re.subn(r"(?m)^(\s*)access_log /var/log/nginx/ssecast\.access\.log ",
+                      lambda m: f"{m.group(1)}access_log {tmp}/ssecast.access.log ", new)
+    if n1 != 1 or n2 != 1 or n3 != 1:
+        raise Failure(f"substitution points not found exactly once in {CONF} (listen: {n1}, upstream: {n2}, log: {n3})")
     return new
 
 
 def write_nginx_tree(tmp, nginx_port, upstream_port):
     os.chmod(tmp, 0o755)  # nginx workers run as nobody when we are root: they must reach the temp paths
     with open(os.path.join(tmp, "ssecast.conf"), "w", encoding="utf-8") as f:
-        f.write(render_conf(nginx_port, upstream_port))
+        f.write(render_conf(nginx_port, upstream_port, tmp))
     main = f"""
 worker_processes 1;
 daemon off;
@@ -423,6 +431,53 @@ def main():
                 assert st == 200, f"{p} through nginx: {st} {b!r}"
                 json.loads(b)
         check("/health, /events/status and /sse/health are proxied", health)
+
+        def names_private():
+            s = Stream(nginx_port, f"/events?channel={PRIVATE_CHANNEL}", "127.0.0.6")
+            try:
+                assert s.status == 200, f"stream from 127.0.0.6: {s.status} {s.body()!r}"
+                deadline = time.monotonic() + 5
+                while True:
+                    st, _, b = http_request(sse_port, "GET", "/events/status")
+                    direct = json.loads(b)
+                    if direct.get("channels", {}).get(PRIVATE_CHANNEL) == 1:
+                        break
+                    assert time.monotonic() < deadline, f"loopback status never listed {PRIVATE_CHANNEL}: {direct}"
+                    time.sleep(0.05)
+                st, _, b = http_request(nginx_port, "GET", "/events/status", source="127.0.0.2")
+                far = json.loads(b)
+                assert st == 200 and "channels" not in far, f"names through nginx: {far}"
+                assert PRIVATE_CHANNEL.encode() not in b, f"a channel name through nginx: {b!r}"
+                assert far.get("subscribers", 0) >= 1, f"totals missing through nginx: {far}"
+                live = Stream(nginx_port, "/events/status/stream", "127.0.0.7")
+                try:
+                    assert live.status == 200, f"/events/status/stream through nginx: {live.status}"
+                    _, frame = live.wait_frame(lambda f: "event: status" in f, 3.0, "a status event")
+                    doc = json.loads(frame_data(frame))
+                    assert "channels" not in doc, f"names in the status stream through nginx: {doc}"
+                finally:
+                    live.close()
+            finally:
+                s.close()
+        check("channel names stay private through nginx (status, status stream); loopback sees them", names_private)
+
+        def token_not_logged():
+            secret = "eyJhbGciOiJIUzI1NiJ9.nginx-log-check.c2VjcmV0"
+            s = Stream(nginx_port, f"/events?channel={PRIVATE_CHANNEL}&token={secret}", "127.0.0.8")
+            assert s.status == 200, f"stream with ?token= from 127.0.0.8: {s.status} {s.body()!r}"
+            s.close()
+            path = os.path.join(tmp, "ssecast.access.log")
+            deadline = time.monotonic() + 5
+            while True:
+                text = open(path, encoding="utf-8", errors="replace").read() if os.path.exists(path) else ""
+                if any(line.startswith("127.0.0.8 ") for line in text.splitlines()):
+                    break
+                assert time.monotonic() < deadline, f"no access-log line for 127.0.0.8 in {path}: {text[-500:]!r}"
+                time.sleep(0.05)
+            assert secret not in text and "token=" not in text, f"nginx logged the token: {text[-500:]!r}"
+            assert '"GET /events HTTP/1.1"' in text, f"the stream's line: {text[-500:]!r}"
+            assert not any(secret in line for line in sse.lines), "ssecast logged the token"
+        check("?token= is written to neither nginx's access log nor ssecast's", token_not_logged)
 
         def stream_opens():
             nonlocal a

@@ -305,8 +305,8 @@ export async function startStaticServer(dir) {
 }
 
 /**
- * nginx with the shipped scripts/deploy/nginx/ssecast.conf, its two substitution points
- * rewritten to a free loopback port and `upstreamPort`; prefix, pid file, temp paths and logs
+ * nginx with the shipped scripts/deploy/nginx/ssecast.conf, its three substitution points
+ * rewritten to a free loopback port, `upstreamPort` and a log in the temp dir; prefix, pid file, temp paths and logs
  * in a fresh temp dir (never the system's). Resolves once the port accepts connections.
  */
 export async function startNginx(upstreamPort, { nginx = process.env.NGINX || (fs.existsSync('/usr/sbin/nginx') ? '/usr/sbin/nginx' : 'nginx') } = {}) {
@@ -317,8 +317,9 @@ export async function startNginx(upstreamPort, { nginx = process.env.NGINX || (f
   let n = 0;
   const conf = shipped
     .replace(/^(\s*)listen 80;/m, (_, ws) => { n++; return `${ws}listen 127.0.0.1:${port};`; })
-    .replace(/^(\s*)server 127\.0\.0\.1:5001;/m, (_, ws) => { n++; return `${ws}server 127.0.0.1:${upstreamPort};`; });
-  if (n !== 2) throw new Error('substitution points not found in scripts/deploy/nginx/ssecast.conf');
+    .replace(/^(\s*)server 127\.0\.0\.1:5001;/m, (_, ws) => { n++; return `${ws}server 127.0.0.1:${upstreamPort};`; })
+    .replace(/^(\s*)access_log \/var\/log\/nginx\/ssecast\.access\.log /m, (_, ws) => { n++; return `${ws}access_log ${tmp}/ssecast.access.log `; });
+  if (n !== 3) throw new Error('substitution points not found in scripts/deploy/nginx/ssecast.conf');
   fs.writeFileSync(path.join(tmp, 'ssecast.conf'), conf);
   const main = `worker_processes 1; daemon off; master_process on;
 pid ${tmp}/nginx.pid; error_log ${tmp}/error.log info;
@@ -349,7 +350,8 @@ http { access_log ${tmp}/access.log; default_type text/plain;
   const handle = {
     port,
     dir: tmp,
-    accessLog: () => { try { return fs.readFileSync(path.join(tmp, 'access.log'), 'utf8'); } catch { return ''; } },
+    // The shipped config's own access log (substitution point 3): without query strings.
+    accessLog: () => { try { return fs.readFileSync(path.join(tmp, 'ssecast.access.log'), 'utf8'); } catch { return ''; } },
     async close() {
       if (!exited) {
         proc.kill('SIGTERM');

@@ -1,0 +1,131 @@
+//! Private channels, the server's side: who may subscribe (the token
+//! check of `routes::subscribe::authorise` with this hub's keys and clock,
+//! then the revocations of `grants.rs`), holding a token stream until its
+//! end (the connection's `Lane::Expiry` timer), and ending streams with a
+//! last event (`stream::Ending`) when the token expires or
+//! `POST /events/close` revokes them.
+
+use std::net::IpAddr;
+
+use crate::auth::LEEWAY_SECS;
+use crate::conn::Phase;
+use crate::grants::Revoked;
+use crate::http::{HttpError, Request};
+use crate::routes::admin;
+use crate::routes::publish;
+use crate::routes::subscribe::{self, Authorised, Policy, Target};
+use crate::routes::{Refusal, Reply};
+use crate::server::Server;
+use crate::stats::Reject;
+use crate::stream::Ending;
+use crate::timer::{Lane, Timer};
+
+impl Server {
+    /// Authorises a stream: a token or an open channel, then no
+    /// revocation in force for the channel or the token's `sub`.
+    pub(crate) fn authorise_stream(
+        &mut self,
+        req: &Request<'_>,
+        target: &Target<'_>,
+    ) -> Result<Authorised, Refusal> {
+        let now_unix = self.clock.unix_secs();
+        let policy = Policy {
+            keys: &self.cfg.subscribe_keys,
+            public: &self.cfg.public_channels,
+            cookie: &self.cfg.subscribe_cookie,
+            now_unix,
+            // Forward auth (`--subscribe-auth-url`) sets this.
+            ask_application: false,
+        };
+        let authorised = subscribe::authorise(req, target, &policy)?;
+        if authorised == Authorised::Ask {
+            // Forward auth: the connection waits for the application here.
+            // Until that is wired, fail closed.
+            return Err(Refusal::new(
+                HttpError::new(401, "this channel needs a token"),
+                Reject::Unauthorized,
+            ));
+        }
+        let sub = match &authorised {
+            Authorised::Until { sub, .. } => sub.as_deref(),
+            _ => None,
+        };
+        if let Some(what) = self.grants.barred(&target.channel, sub, now_unix) {
+            return Err(admin::revoked(&what));
+        }
+        if let Authorised::Until { sub: Some(s), .. } = &authorised {
+            log::debug!("stream of '{}' for sub '{s}'", target.channel);
+        }
+        Ok(authorised)
+    }
+
+    /// A token stream attached: remember its `sub` (if any), and close it
+    /// at `exp` plus the leeway (so a token admitted inside the leeway is
+    /// not closed at once), on its `Lane::Expiry` timer.
+    pub(crate) fn hold_grant(&mut self, key: usize, exp_unix: u64, sub: Option<Box<str>>) {
+        if let Some(sub) = sub {
+            self.grants.hold(key, &sub);
+        }
+        let at = self
+            .clock
+            .instant_of_unix(exp_unix.saturating_add(LEEWAY_SECS));
+        self.wheel.schedule(Timer::Conn(key, Lane::Expiry), at);
+    }
+
+    /// A stream's `Lane::Expiry` timer came: its token has ended.
+    pub(crate) fn on_expiry(&mut self, key: usize) {
+        log::debug!("token of stream {key} expired; closing it");
+        self.end_with(key, Ending::TokenExpired);
+    }
+
+    /// Ends a stream with a last event of `kind` (`stream::Ending`); a
+    /// subscriber that has anything unsent is simply closed. The write path
+    /// sends the event, and `write_stream` closes once it is out (or the
+    /// write timeout drops it).
+    pub(crate) fn end_with(&mut self, key: usize, kind: Ending) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Phase::Stream(sub) = &mut c.phase else {
+            return;
+        };
+        if !sub.begin_ending(kind, &self.hub.get(sub.channel).log) {
+            return self.close(key);
+        }
+        self.write_stream(key);
+    }
+
+    /// `POST /events/close`: bars the channel or sub, then ends the
+    /// matching streams with `event: closed`. Answers `{"closed": N}`.
+    pub(crate) fn close_streams(
+        &mut self,
+        req: &Request<'_>,
+        body: &[u8],
+        client: IpAddr,
+        cors: &[String],
+    ) -> Result<Reply, Refusal> {
+        publish::check_credential(req, client, &self.cfg)?;
+        let close = admin::decode_close(req, body)?;
+        let now_unix = self.clock.unix_secs();
+        if close.bar_secs > 0 {
+            let until = now_unix.saturating_add(close.bar_secs);
+            self.grants
+                .revoke(close.what.clone(), until, now_unix)
+                .map_err(|_| admin::table_full())?;
+            // Forward auth: the allowed-answer cache must forget
+            // `close.what` here too.
+        }
+        let keys: Vec<usize> = match &close.what {
+            Revoked::Channel(name) => self.hub.find(name).map_or_else(Vec::new, |ch| {
+                let subs = &self.hub.get(ch).subscribers;
+                subs.iter().map(|&k| k as usize).collect()
+            }),
+            Revoked::Sub(sub) => self.grants.of_sub(sub),
+        };
+        for &key in &keys {
+            self.end_with(key, Ending::Closed);
+        }
+        log::info!("closed {} stream(s): {:?}", keys.len(), close.what);
+        Ok(admin::answer(keys.len(), cors))
+    }
+}
