@@ -27,7 +27,7 @@ use crate::shutdown::{ShutdownHandle, Stop};
 use crate::sse;
 use crate::stats::{Reject, Stats};
 use crate::stream::{self, Deadlines, Due, Heartbeats};
-use crate::timer::{Timer, Wheel};
+use crate::timer::{Lane, Timer, Wheel};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -51,7 +51,7 @@ pub struct Server {
     local_addr: SocketAddr,
     pub(crate) conns: Slab<Conn>,
     pub(crate) hub: Hub,
-    wheel: Wheel,
+    pub(crate) wheel: Wheel,
     pub(crate) stats: Stats,
     pub(crate) scratch: Vec<u8>,
     pub(crate) clock: Clock,
@@ -427,7 +427,8 @@ impl Server {
         self.wheel.expire(self.clock.now(), &mut expired);
         for &timer in &expired {
             match timer {
-                Timer::Conn(key, _) => self.on_timer(key),
+                Timer::Conn(key, Lane::Io) => self.on_timer(key),
+                Timer::Conn(key, Lane::Expiry) => self.on_expiry(key),
                 Timer::Channel(_) => {}
             }
         }
@@ -468,6 +469,14 @@ impl Server {
             }
             Due::HeartbeatAfter(last) => self.schedule_heartbeat(key, last),
             Due::Nothing => {}
+        }
+    }
+
+    /// A stream's authorisation ended: it is closed (cleanly, so the
+    /// client reconnects and is authorised again).
+    fn on_expiry(&mut self, key: usize) {
+        if self.conns.get(key).and_then(Conn::subscriber).is_some() {
+            self.end_stream(key);
         }
     }
 

@@ -22,6 +22,7 @@ use crate::routes::{
 use crate::server::{Server, READS_PER_TURN};
 use crate::stats::{Reject, Snapshot};
 use crate::stream::Subscriber;
+use crate::timer::{Lane, Timer};
 
 /// A subscribe that went through.
 enum Opened {
@@ -460,6 +461,7 @@ impl Server {
             head,
             chunked,
             counted: self.streams.counted_as(client),
+            expires_unix: None,
         })
     }
 
@@ -508,6 +510,11 @@ impl Server {
             c.phase = Phase::Stream(sub);
         }
         self.schedule_heartbeat(key, now_ms);
+        if let Some(exp) = a.expires_unix {
+            let left_us = (exp.saturating_mul(1_000_000)).saturating_sub(self.clock.unix_micros());
+            let at = self.clock.now() + Duration::from_micros(left_us);
+            self.wheel.schedule(Timer::Conn(key, Lane::Expiry), at);
+        }
         if status {
             self.status_channel = Some(a.channel);
             self.status_next.get_or_insert(self.clock.now());

@@ -107,6 +107,9 @@ pub struct Attach {
     pub chunked: bool,
     /// Counted against the per-client limit as this address.
     pub counted: Option<IpAddr>,
+    /// When the stream's authorisation ends (Unix seconds): the stream is
+    /// closed then.
+    pub expires_unix: Option<u64>,
 }
 
 /// Draining and the stream cap: checked before anything else.
