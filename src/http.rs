@@ -45,6 +45,8 @@ pub struct Request<'a> {
     pub last_event_id: Option<&'a str>,
     pub origin: Option<&'a str>,
     pub authorization: Option<&'a str>,
+    /// Passed on to the application when it is asked (forward auth).
+    pub cookie: Option<&'a str>,
     pub content_type: Option<&'a str>,
     pub forwarded_for: Option<&'a str>,
     pub real_ip: Option<&'a str>,
@@ -99,7 +101,7 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Request<'_>, us
 }
 
 /// The headers ssecast reads; every other header is opaque.
-const USED_HEADERS: [&str; 12] = [
+const USED_HEADERS: [&str; 13] = [
     "host",
     "content-length",
     "transfer-encoding",
@@ -107,6 +109,7 @@ const USED_HEADERS: [&str; 12] = [
     "last-event-id",
     "origin",
     "authorization",
+    "cookie",
     "content-type",
     "x-forwarded-for",
     "x-real-ip",
@@ -194,6 +197,8 @@ fn read_header<'a>(
         req.origin = Some(value);
     } else if is("authorization") {
         req.authorization = Some(value);
+    } else if is("cookie") {
+        req.cookie = Some(value);
     } else if is("content-type") {
         req.content_type = Some(value);
     } else if is("x-forwarded-for") {
@@ -657,6 +662,16 @@ mod tests {
             Some("a b")
         );
         assert_eq!(req.framing(), Framing::Empty);
+    }
+
+    #[test]
+    fn keeps_the_cookie_and_authorization_for_forward_auth() {
+        let r = "GET /events HTTP/1.1\r\nHost: x\r\nCookie: session=abc; b=1\r\nAuthorization: Bearer t\r\n\r\n";
+        let (req, _) = head(r).unwrap().unwrap();
+        assert_eq!(req.cookie, Some("session=abc; b=1"));
+        assert_eq!(req.authorization, Some("Bearer t"));
+        let (req, _) = head("GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap().unwrap();
+        assert_eq!(req.cookie, None);
     }
 
     #[test]
