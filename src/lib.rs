@@ -6,7 +6,7 @@
 //! write path), `channel` (the logs of encoded frames that subscribers read
 //! through cursors), `timer` (the wheel that drives heartbeats and
 //! deadlines); `conn` is one connection, `listener` the listening socket and
-//! its limits, `clock` the loop's time, `shutdown` how it is asked to stop; `http` and `sse` the wire formats.
+//! its limits, `clock` the loop's time, `shutdown` how it is asked to stop; `outbound` the connections the hub opens (forward auth); `http` and `sse` the wire formats.
 
 pub mod channel;
 pub mod clock;
@@ -14,6 +14,7 @@ pub mod config;
 pub mod conn;
 pub mod http;
 pub mod listener;
+pub mod outbound;
 pub mod reader;
 pub mod routes;
 pub mod server;
