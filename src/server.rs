@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::conn::{self, Conn, Phase};
 use crate::http::HttpError;
 use crate::listener::{self, Acceptor, Next, REJECT_RESERVE};
+use crate::outbound::{self, Asker};
 use crate::routes::subscribe::Streams;
 use crate::shutdown::{ShutdownHandle, Stop};
 use crate::sse;
@@ -46,7 +47,7 @@ pub struct Server {
     /// The stream deadlines of `cfg`, in milliseconds.
     deadlines: Deadlines,
     heartbeats: Heartbeats,
-    poll: Poll,
+    pub(crate) poll: Poll,
     acceptor: Acceptor,
     local_addr: SocketAddr,
     pub(crate) conns: Slab<Conn>,
@@ -72,6 +73,8 @@ pub struct Server {
     /// The `$status` channel and when to publish to it next.
     pub(crate) status_channel: Option<u32>,
     pub(crate) status_next: Option<Instant>,
+    /// Forward auth (`--subscribe-auth-url`): the calls to the application.
+    pub(crate) asker: Option<Asker>,
 }
 
 impl Server {
@@ -92,6 +95,7 @@ impl Server {
         let reserve = (listening.accept_cap + REJECT_RESERVE).min(1 << 20);
         let clock = Clock::new(now);
         let streams = Streams::new(listening.max_connections, cfg.max_connections_per_ip);
+        let asker = outbound::auth::from_config(&cfg)?;
         let mut wheel = Wheel::new(now, TICK);
         wheel.reserve(reserve);
         Ok(Server {
@@ -126,6 +130,7 @@ impl Server {
             last_response: (0, 0),
             status_channel: None,
             status_next: None,
+            asker,
         })
     }
 
@@ -169,7 +174,9 @@ impl Server {
                     Token(key) => {
                         let r = ev.is_readable() || ev.is_read_closed() || ev.is_error();
                         let w = ev.is_writable() || ev.is_write_closed() || ev.is_error();
-                        if let Some(c) = self.conns.get_mut(key) {
+                        if outbound::is_outbound(Token(key)) {
+                            self.on_outbound(Token(key), r, w);
+                        } else if let Some(c) = self.conns.get_mut(key) {
                             c.readable |= r;
                             c.writable |= w;
                             self.drive(key);
@@ -267,7 +274,7 @@ impl Server {
     // ---- per-connection I/O ---------------------------------------------
 
     /// Does whatever the connection's readiness allows, across phase changes.
-    fn drive(&mut self, key: usize) {
+    pub(crate) fn drive(&mut self, key: usize) {
         loop {
             let Some(c) = self.conns.get(key) else {
                 return;
@@ -279,6 +286,7 @@ impl Server {
                     }
                 }
                 Phase::Stream(_) => return self.drive_stream(key),
+                Phase::Waiting(_) => return self.drive_waiting(key),
                 Phase::Closing { .. } => return self.drive_closing(key),
             }
         }
@@ -489,6 +497,9 @@ impl Server {
             return;
         };
         self.wheel.cancel_conn(key);
+        if let (Phase::Waiting(w), Some(asker)) = (&c.phase, &mut self.asker) {
+            asker.cancel(w.call);
+        }
         if let Phase::Stream(sub) = &c.phase {
             self.streams.closed(sub.counted.then_some(c.ip));
             if let Some(moved) = self.hub.unsubscribe(sub.channel, sub.index) {
@@ -527,6 +538,7 @@ impl Server {
                         self.drive(key);
                     }
                 }
+                Phase::Waiting(_) => self.close(key),
                 Phase::Closing { .. } => {}
             }
         }

@@ -98,6 +98,8 @@ pub struct Snapshot<'a> {
     pub accept_cap: usize,
     pub uptime_secs: f64,
     pub draining: bool,
+    /// Forward auth, when configured.
+    pub auth: Option<crate::outbound::auth::AuthView>,
 }
 
 impl Snapshot<'_> {
@@ -111,7 +113,7 @@ impl Snapshot<'_> {
         for (i, (_, name)) in REJECT_REASONS.iter().enumerate() {
             rejected.insert(name.to_string(), json!(s.rejected[i]));
         }
-        json!({
+        let mut doc = json!({
             "status": if self.draining { "draining" } else { "running" },
             "version": env!("CARGO_PKG_VERSION"),
             // `active` is open streams (what `/health` calls
@@ -154,7 +156,11 @@ impl Snapshot<'_> {
                 "idle_timeout_seconds": self.cfg.idle_timeout.as_secs_f64(),
             },
             "uptime_seconds": self.uptime_secs,
-        })
+        });
+        if let (Some(a), Some(obj)) = (&self.auth, doc.as_object_mut()) {
+            obj.insert("forward_auth".into(), a.json());
+        }
+        doc
     }
 }
 
@@ -336,6 +342,9 @@ impl Snapshot<'_> {
             "ssecast_publish_duration_seconds_count {}",
             s.publish_requests
         );
+        if let Some(a) = &self.auth {
+            a.metrics(&mut o);
+        }
         o
     }
 }

@@ -31,6 +31,29 @@ pub const TOKENS: usize = 1 << 16;
 /// Idle connections kept for the next calls.
 const IDLE_KEPT: usize = 8;
 
+/// The asker of a configuration with `--subscribe-auth-url`; its host is
+/// resolved once, here.
+pub fn from_config(cfg: &crate::config::Config) -> io::Result<Option<Asker>> {
+    use std::net::ToSocketAddrs;
+    let Some(url) = &cfg.subscribe_auth_url else {
+        return Ok(None);
+    };
+    let unresolved =
+        |e: String| io::Error::other(format!("--subscribe-auth-url host {}: {e}", url.host));
+    let addr = (url.socket_host(), url.port)
+        .to_socket_addrs()
+        .map_err(|e| unresolved(e.to_string()))?
+        .next()
+        .ok_or_else(|| unresolved("no address".into()))?;
+    let auth = AuthConfig {
+        url: url.clone(),
+        timeout: cfg.subscribe_auth_timeout,
+        cache_ttl: cfg.subscribe_auth_cache,
+        max_inflight: cfg.subscribe_auth_max_inflight,
+    };
+    Ok(Some(Asker::new(auth, addr)))
+}
+
 pub fn is_outbound(t: Token) -> bool {
     (TOKEN_BASE..TOKEN_BASE + TOKENS).contains(&t.0)
 }
@@ -99,6 +122,57 @@ pub struct AuthStats {
     pub cache_hits: u64,
 }
 
+/// What the status document and `/metrics` show of forward auth.
+#[derive(Debug, Clone)]
+pub struct AuthView {
+    pub stats: AuthStats,
+    pub in_flight: usize,
+    pub queued: usize,
+    pub cache_entries: usize,
+    pub cache_bytes: usize,
+}
+
+impl AuthView {
+    pub fn json(&self) -> serde_json::Value {
+        let s = &self.stats;
+        serde_json::json!({
+            "calls": s.calls,
+            "allowed": s.allowed,
+            "denied": s.denied,
+            "failed": s.failed,
+            "timeouts": s.timeouts,
+            "cache_hits": s.cache_hits,
+            "in_flight": self.in_flight,
+            "queued": self.queued,
+            "cache_entries": self.cache_entries,
+            "cache_bytes": self.cache_bytes,
+        })
+    }
+
+    /// Prometheus families, appended to `o`.
+    pub fn metrics(&self, o: &mut String) {
+        use std::fmt::Write;
+        let s = &self.stats;
+        let _ = writeln!(o, "# HELP ssecast_forward_auth_calls_total Calls to the application's auth URL.\n# TYPE ssecast_forward_auth_calls_total counter\nssecast_forward_auth_calls_total {}", s.calls);
+        let _ = writeln!(o, "# HELP ssecast_forward_auth_answers_total Forward-auth outcomes: allowed, denied (401/403), failed (other answers, errors), timeout.\n# TYPE ssecast_forward_auth_answers_total counter");
+        for (what, n) in [
+            ("allowed", s.allowed),
+            ("denied", s.denied),
+            ("failed", s.failed),
+            ("timeout", s.timeouts),
+        ] {
+            let _ = writeln!(
+                o,
+                "ssecast_forward_auth_answers_total{{outcome=\"{what}\"}} {n}"
+            );
+        }
+        let _ = writeln!(o, "# HELP ssecast_forward_auth_cache_hits_total Subscribes allowed from the cache, without a call.\n# TYPE ssecast_forward_auth_cache_hits_total counter\nssecast_forward_auth_cache_hits_total {}", s.cache_hits);
+        let _ = writeln!(o, "# HELP ssecast_forward_auth_in_flight Calls waiting for the application's answer.\n# TYPE ssecast_forward_auth_in_flight gauge\nssecast_forward_auth_in_flight {}", self.in_flight);
+        let _ = writeln!(o, "# HELP ssecast_forward_auth_queued Calls waiting for a free connection.\n# TYPE ssecast_forward_auth_queued gauge\nssecast_forward_auth_queued {}", self.queued);
+        let _ = writeln!(o, "# HELP ssecast_forward_auth_cache_entries Allowed answers cached.\n# TYPE ssecast_forward_auth_cache_entries gauge\nssecast_forward_auth_cache_entries {}", self.cache_entries);
+    }
+}
+
 struct Call {
     id: u64,
     key: usize,
@@ -158,8 +232,14 @@ impl Asker {
         self.queue.len()
     }
 
-    pub fn cache(&self) -> &Cache {
-        &self.cache
+    pub fn view(&self) -> AuthView {
+        AuthView {
+            stats: self.stats.clone(),
+            in_flight: self.in_flight(),
+            queued: self.queued(),
+            cache_entries: self.cache.len(),
+            cache_bytes: self.cache.bytes(),
+        }
     }
 
     /// Revocation: forget the allowed answers for a channel, or all.

@@ -198,9 +198,17 @@ pub enum Authorised {
     Ask,
 }
 
-/// Who may read the channel: everyone, today. Token checks and asking the
-/// application go here.
-pub fn authorise(_req: &Request<'_>, _target: &Target<'_>) -> Result<Authorised, Refusal> {
+/// Who may read the channel. Without a token check yet: the application
+/// is asked when `ask_application` (`--subscribe-auth-url` is set), else
+/// the stream is open to anyone.
+pub fn authorise(
+    _req: &Request<'_>,
+    _target: &Target<'_>,
+    ask_application: bool,
+) -> Result<Authorised, Refusal> {
+    if ask_application {
+        return Ok(Authorised::Ask);
+    }
     Ok(Authorised::Open)
 }
 
