@@ -266,6 +266,61 @@ def test_a_slow_app_times_out_while_others_are_served(hub, app):
     neighbour.close()
 
 
+def wait_until(what, fn, timeout=5):
+    """Polls the hub's status (a readiness check, not a sleep) until `fn`."""
+    deadline = time.monotonic() + timeout
+    while not fn():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_a_client_hanging_up_while_it_waits_cancels_its_call(hub, app):
+    cookie = login(app, "user=hank&channels=hank")
+    get_json(app, "/mode?m=slow")
+    try:
+        sock = socket.create_connection(("127.0.0.1", hub), timeout=5)
+        sock.sendall(f"GET /events?channel=hank HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n\r\n".encode())
+        assert get_json(app, "/slow-started")["started"], "the call never reached the app"
+        assert auth_stats(hub)["in_flight"] == 1
+        sock.close()
+        wait_until("the call to be cancelled", lambda: auth_stats(hub)["in_flight"] == 0, timeout=0.9)
+    finally:
+        get_json(app, "/mode?m=normal")
+    s = Stream(hub, "hank", {"Cookie": cookie})
+    assert s.status == 200, "the next client is served as usual"
+    s.close()
+
+
+def test_calls_over_max_inflight_queue_under_the_same_timeout(app):
+    hub_proc, hub, _ = start_hub("--subscribe-auth-url", f"http://127.0.0.1:{app}/auth",
+                                 "--subscribe-auth-timeout", str(AUTH_TIMEOUT),
+                                 "--subscribe-auth-max-inflight", "1")
+    cookie = login(app, "user=ivy&channels=ivy")
+    get_json(app, "/mode?m=slow")
+    results = []
+    try:
+        threads = [threading.Thread(target=lambda: results.append(Stream(hub, "ivy", {"Cookie": cookie})))
+                   for _ in range(2)]
+        threads[0].start()
+        assert get_json(app, "/slow-started")["started"]
+        threads[1].start()
+        wait_until("a queued call", lambda: auth_stats(hub)["queued"] == 1)
+        st = auth_stats(hub)
+        assert st["in_flight"] == 1 and st["calls"] == 2, st
+        for t in threads:
+            t.join(10)
+    finally:
+        get_json(app, "/mode?m=normal")
+    assert [r.status for r in results] == [None, None], "both closed without an answer"
+    st = auth_stats(hub)
+    assert st["timeouts"] == 2 and st["queued"] == 0 and st["in_flight"] == 0, st
+    s = Stream(hub, "ivy", {"Cookie": cookie})
+    assert s.status == 200
+    s.close()
+    hub_proc.terminate()
+    hub_proc.wait(10)
+
+
 def test_the_app_down_closes_without_an_answer(hub, app_proc):
     app_proc.kill()
     app_proc.wait()
@@ -304,6 +359,8 @@ def main():
         (test_x_ssecast_expires_ends_the_stream, (hub, app)),
         (test_the_app_answering_500_closes_without_an_answer, (hub, app)),
         (test_a_slow_app_times_out_while_others_are_served, (hub, app)),
+        (test_a_client_hanging_up_while_it_waits_cancels_its_call, (hub, app)),
+        (test_calls_over_max_inflight_queue_under_the_same_timeout, (app,)),
         (test_the_app_down_closes_without_an_answer, (hub, app_proc)),
         (test_a_bad_url_is_a_one_line_config_error, ()),
     ]
