@@ -2,7 +2,10 @@
 # ssecast benchmarks on this machine: density at 10,000 and 19,000 subscribers,
 # connect rate, fan-out throughput (8 publishers, and with batches), latency of
 # one event to 10,000 subscribers at 5 events/s, idle cost at 19,000 with
-# heartbeats, and the raw-write baseline. Every run starts a fresh ssecast
+# heartbeats, the raw-write baseline, and the cost of a connect with forward
+# auth (--subscribe-auth-url) when every connect asks the application (cache
+# off) and when the cache answers (benches/lib/auth_app.py, a minimal
+# application, runs on the client's core). Every run starts a fresh ssecast
 # pinned to core $SERVER_CPU (0); the load client runs on core $CLIENT_CPU (1).
 #
 # Writes benches/results/bench-<UTC time>/<run>.json (one sse-load report
@@ -11,6 +14,7 @@
 #   scripts/bench.sh            # full suite, a few minutes
 #   QUICK=1 scripts/bench.sh    # small smoke version, under a minute
 #   SKIP_BUILD=1 SSECAST=path scripts/bench.sh   # use a given binary
+#   FORWARD_AUTH_ONLY=1 scripts/bench.sh          # only the forward-auth runs
 # Sizes can be changed through the variables below (environment wins).
 set -euo pipefail
 
@@ -24,8 +28,9 @@ if [[ ${QUICK:-0} == 1 ]]; then
     : "${DENSITY_SUBS:=1000 2000}" "${FANOUT_SUBS:=1000}" "${FANOUT_EVENTS:=300}"
     : "${BATCH_EVENTS:=1000}" "${LATENCY_SUBS:=1000}" "${LATENCY_EVENTS:=10}"
     : "${IDLE_SUBS:=2000}" "${IDLE_HOLD:=5}" "${HEARTBEAT:=2}" "${RAW_SOCKETS:=1000}"
-    : "${RAW_SECONDS:=1}" "${CONNECT_SUBS:=2000}"
+    : "${RAW_SECONDS:=1}" "${CONNECT_SUBS:=2000}" "${AUTH_SUBS:=500}"
 fi
+AUTH_SUBS=${AUTH_SUBS:-5000}
 DENSITY_SUBS=${DENSITY_SUBS:-"10000 19000"}
 CONNECT_SUBS=${CONNECT_SUBS:-19000}
 FANOUT_SUBS=${FANOUT_SUBS:-10000}
@@ -48,6 +53,54 @@ trap stop_server EXIT
 build_harness
 build_ssecast
 RUNS=()
+
+# Forward auth: AUTH_SUBS subscribers with one session cookie, the hub asking
+# auth_app.py; misses with --subscribe-auth-cache 0, hits with the cache on
+# (the first connects ask, the rest are answered from the cache), and the same
+# connects without forward auth as the baseline. Reported: hub CPU per connect
+# (the application's CPU is not the hub's), never asserted.
+forward_auth_runs() {
+    local mode cache app_port auth
+    for mode in off miss hit; do
+        cache=0
+        [[ $mode == hit ]] && cache=60
+        next_port
+        app_port=$PORT
+        taskset -c "$CLIENT_CPU" python3 "$ROOT/benches/lib/auth_app.py" "$app_port" \
+            2>>"$OUT/server-auth-app.log" &
+        ORIGIN_PID=$!
+        wait_port "$app_port" "$ORIGIN_PID" || die "auth_app.py did not listen on $app_port"
+        log "forward auth ($mode): $AUTH_SUBS subscribers, cache ${cache}s"
+        auth=(--subscribe-auth-url "http://127.0.0.1:$app_port/auth")
+        [[ $mode == off ]] && auth=()
+        start_ssecast "${auth[@]}" \
+            --subscribe-auth-cache "$cache" --subscribe-auth-timeout 10 --subscribe-auth-max-inflight 16
+        load "forward-auth-$mode" run --subscribers "$AUTH_SUBS" --connect-concurrency 16 --settle 0 \
+            --sub-header 'Cookie: session=bench' --duration "$CAP"
+        local calls
+        calls=$(curl -s "http://127.0.0.1:$app_port/calls" || echo "?")
+        stop_server
+        python3 - "$OUT/forward-auth-$mode.json" "$AUTH_SUBS" "$mode" "$calls" <<'PY' | tee -a "$OUT/summary.txt" >&2
+import json, sys
+path, n, mode, calls = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+try:
+    c = json.load(open(path))["connect"]
+    cpu = c.get("server_cpu_s")
+    per = f"{cpu / n * 1e6:.0f} us" if isinstance(cpu, (int, float)) else "n/a"
+    print(f"forward auth {mode}: {c.get('ok')} of {n} connected, hub CPU {per} per connect, "
+          f"{c.get('rate_per_s', 'n/a')} connects/s, application calls {calls}")
+except (OSError, KeyError, ValueError) as e:
+    print(f"forward auth {mode}: no result ({e})")
+PY
+        RUNS+=("forward-auth-$mode")
+    done
+}
+if [[ ${FORWARD_AUTH_ONLY:-0} == 1 ]]; then
+    forward_auth_runs
+    combine "$OUT" "${RUNS[@]}" >"$OUT.json"
+    log "results: $OUT.json (per run: $OUT/)"
+    exit 0
+fi
 
 log "raw-write baseline: $RAW_SOCKETS sockets"
 "$HARNESS" raw-write --sockets "$RAW_SOCKETS" --seconds "$RAW_SECONDS" \
@@ -98,6 +151,8 @@ load "idle-$IDLE_SUBS" idle --subscribers "$IDLE_SUBS" --hold "$IDLE_HOLD" \
     --duration $((IDLE_HOLD + CAP))
 stop_server
 RUNS+=("idle-$IDLE_SUBS")
+
+forward_auth_runs
 
 combine "$OUT" "${RUNS[@]}" >"$OUT.json"
 log "results: $OUT.json (per run: $OUT/)"
