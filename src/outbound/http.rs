@@ -159,7 +159,7 @@ impl ResponseReader {
 
     /// Appends `bytes` and reports whether a response is complete. After
     /// `Done` the reader is ready for the next response; bytes beyond the
-    /// response (nothing was asked for them) fail it.
+    /// response (nothing was asked for them) make it not `keep_alive`.
     pub fn feed(&mut self, bytes: &[u8]) -> Parsed {
         self.buf.extend_from_slice(bytes);
         loop {
@@ -217,10 +217,13 @@ impl ResponseReader {
                 Err(_) => return Parsed::Failed("bad chunked body"),
             },
         };
-        if input.len() > end {
-            return Parsed::Failed("bytes after the response");
-        }
-        let done = self.head.take().map(|(r, _, _)| r);
+        // Bytes beyond the response (nothing was asked for them): the
+        // answer stands, the connection is not reused.
+        let extra = input.len() > end;
+        let done = self.head.take().map(|(mut r, _, _)| {
+            r.keep_alive &= !extra;
+            r
+        });
         self.reset();
         done.map_or(Parsed::Partial, Parsed::Done)
     }
@@ -239,6 +242,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, u16, Head)>, &'static str> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut raw = httparse::Response::new(&mut headers);
     let len = match raw.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => return Err("head too large"),
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err("malformed response head"),
