@@ -4,7 +4,11 @@
 # the verify cost of one token, fan-out throughput (8 publishers, and with batches), latency of
 # one event to 10,000 subscribers at 5 events/s, idle cost at 19,000 with
 # heartbeats, channel churn (publishes to ever-new channels: fresh channels per
-# second and RSS over the run), and the raw-write baseline. Every run starts a fresh ssecast
+# second and RSS over the run), the raw-write baseline, the hub's CPU per
+# connect with a signed token vs without, and with forward auth
+# (--subscribe-auth-url) when every connect asks the application (cache off)
+# and when the cache answers (benches/lib/auth_app.py, a minimal application,
+# runs on the client's core). Every run starts a fresh ssecast
 # pinned to core $SERVER_CPU (0); the load client runs on core $CLIENT_CPU (1).
 #
 # Writes benches/results/bench-<UTC time>/<run>.json (one sse-load report
@@ -16,6 +20,7 @@
 #   ONLY="churn" scripts/bench.sh   # only these runs (raw-write density
 #                                   # connect fanout batch latency idle churn auth)
 #   ONLY=auth scripts/bench.sh      # the token-auth pair and the verify cost
+#   ONLY=forward-auth scripts/bench.sh  # only the forward-auth runs (also FORWARD_AUTH_ONLY=1)
 # Sizes can be changed through the variables below (environment wins).
 set -euo pipefail
 
@@ -30,8 +35,11 @@ if [[ ${QUICK:-0} == 1 ]]; then
     : "${BATCH_EVENTS:=1000}" "${LATENCY_SUBS:=1000}" "${LATENCY_EVENTS:=10}"
     : "${IDLE_SUBS:=2000}" "${IDLE_HOLD:=5}" "${HEARTBEAT:=2}" "${RAW_SOCKETS:=1000}"
     : "${RAW_SECONDS:=1}" "${CONNECT_SUBS:=2000}" "${CHURN_CHANNELS:=50000}" "${AUTH_SUBS:=2000}"
+    : "${FWD_AUTH_SUBS:=500}"
 fi
 AUTH_SUBS=${AUTH_SUBS:-${CONNECT_SUBS:-19000}}
+FWD_AUTH_SUBS=${FWD_AUTH_SUBS:-5000}
+[[ ${FORWARD_AUTH_ONLY:-0} == 1 ]] && ONLY=forward-auth
 DENSITY_SUBS=${DENSITY_SUBS:-"10000 19000"}
 CONNECT_SUBS=${CONNECT_SUBS:-19000}
 FANOUT_SUBS=${FANOUT_SUBS:-10000}
@@ -61,6 +69,48 @@ build_harness
 build_ssecast
 RUNS=()
 
+# Forward auth: FWD_AUTH_SUBS subscribers with one session cookie, the hub asking
+# auth_app.py; misses with --subscribe-auth-cache 0, hits with the cache on
+# (the first connects ask, the rest are answered from the cache), and the same
+# connects without forward auth as the baseline. Reported: hub CPU per connect
+# (the application's CPU is not the hub's), never asserted.
+forward_auth_runs() {
+    local mode cache app_port auth
+    for mode in off miss hit; do
+        cache=0
+        [[ $mode == hit ]] && cache=60
+        next_port
+        app_port=$PORT
+        taskset -c "$CLIENT_CPU" python3 "$ROOT/benches/lib/auth_app.py" "$app_port" \
+            2>>"$OUT/server-auth-app.log" &
+        ORIGIN_PID=$!
+        wait_port "$app_port" "$ORIGIN_PID" || die "auth_app.py did not listen on $app_port"
+        log "forward auth ($mode): $FWD_AUTH_SUBS subscribers, cache ${cache}s"
+        auth=(--subscribe-auth-url "http://127.0.0.1:$app_port/auth")
+        [[ $mode == off ]] && auth=()
+        start_ssecast "${auth[@]}" \
+            --subscribe-auth-cache "$cache" --subscribe-auth-timeout 10 --subscribe-auth-max-inflight 16
+        load "forward-auth-$mode" run --subscribers "$FWD_AUTH_SUBS" --connect-concurrency 16 --settle 0 \
+            --sub-header 'Cookie: session=bench' --duration "$CAP"
+        local calls
+        calls=$(curl -s "http://127.0.0.1:$app_port/calls" || echo "?")
+        stop_server
+        python3 - "$OUT/forward-auth-$mode.json" "$FWD_AUTH_SUBS" "$mode" "$calls" <<'PY' | tee -a "$OUT/summary.txt" >&2
+import json, sys
+path, n, mode, calls = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+try:
+    c = json.load(open(path))["connect"]
+    cpu = c.get("server_cpu_s")
+    per = f"{cpu / n * 1e6:.0f} us" if isinstance(cpu, (int, float)) else "n/a"
+    print(f"forward auth {mode}: {c.get('ok')} of {n} connected, hub CPU {per} per connect, "
+          f"{c.get('rate_per_s', 'n/a')} connects/s, application calls {calls}")
+except (OSError, KeyError, ValueError) as e:
+    print(f"forward auth {mode}: no result ({e})")
+PY
+        RUNS+=("forward-auth-$mode")
+    done
+}
+
 # The same connect storm twice: open channels, then every stream with an HS256
 # token (Authorization: Bearer) that the hub verifies. The hub's CPU per
 # connect of each, their ratio, and the verify cost of one token alone.
@@ -71,6 +121,7 @@ auth_runs() {
     secret_file=$(mktemp /tmp/ssecast-bench-secret.XXXXXX)
     head -c 48 /dev/urandom | base64 -w0 >"$secret_file"
     token=$(python3 "$ROOT/scripts/mint-token.py" "$secret_file" bench bench-user 3600)
+
     start_ssecast
     load connect-token-off run --subscribers "$AUTH_SUBS" --connect-concurrency 512 --settle 0 --duration "$CAP"
     stop_server
@@ -143,6 +194,10 @@ fi
 
 if want auth; then
     auth_runs
+fi
+
+if want forward-auth; then
+    forward_auth_runs
 fi
 
 if want latency; then

@@ -44,6 +44,8 @@ echo "== deployment tests"
 tests/deploy/run.sh
 echo "== conformance tests (independent HTTP and SSE clients)"
 tests/conformance/run.sh
+echo "== forward auth tests (Flask application, headless Chromium)"
+tests/forward_auth/run.sh
 
 # Speed is reported, not asserted (README, "Benchmarks"); what is asserted is
 # that the tooling works end to end against all three servers and that no

@@ -55,6 +55,12 @@ pub struct Config {
     pub public_channels: Vec<String>,
     /// The cookie a subscribe token may come in.
     pub subscribe_cookie: String,
+    /// Ask the application before a stream starts (forward auth).
+    pub subscribe_auth_url: Option<crate::outbound::http::Url>,
+    pub subscribe_auth_timeout: Duration,
+    /// How long allowed answers are cached; zero: not at all.
+    pub subscribe_auth_cache: Duration,
+    pub subscribe_auth_max_inflight: usize,
 }
 
 impl Default for Config {
@@ -85,6 +91,10 @@ impl Default for Config {
             subscribe_keys: crate::auth::Keys::default(),
             public_channels: Vec::new(),
             subscribe_cookie: "ssecast_token".to_string(),
+            subscribe_auth_url: None,
+            subscribe_auth_timeout: Duration::from_secs(2),
+            subscribe_auth_cache: Duration::from_secs(5),
+            subscribe_auth_max_inflight: 64,
         }
     }
 }
@@ -430,6 +440,34 @@ const FLAGS: &[Flag] = &[
         "ssecast_token",
         "cookie a subscribe token may come in (besides Authorization: Bearer and ?token=)",
     ),
+    flag(
+        "subscribe-auth-url",
+        "SSE_SUBSCRIBE_AUTH_URL",
+        "URL",
+        "none",
+        "http://host:port/path asked (GET) before each stream starts: 2xx allows, 401/403 are passed on, anything else closes",
+    ),
+    flag(
+        "subscribe-auth-timeout",
+        "SSE_SUBSCRIBE_AUTH_TIMEOUT",
+        "SECS",
+        "2",
+        "no answer from the auth URL this long: the client is closed without an answer",
+    ),
+    flag(
+        "subscribe-auth-cache",
+        "SSE_SUBSCRIBE_AUTH_CACHE",
+        "SECS",
+        "5",
+        "allowed answers kept per (Cookie, Authorization, channel); 0 = off",
+    ),
+    flag(
+        "subscribe-auth-max-inflight",
+        "SSE_SUBSCRIBE_AUTH_MAX_INFLIGHT",
+        "N",
+        "64",
+        "auth calls at once (one connection each); more wait in a queue",
+    ),
 ];
 
 impl Config {
@@ -608,6 +646,23 @@ impl Config {
                     .parse()
                     .map_err(|_| bad("must be off, error, warn, info, debug or trace"))?
             }
+            "subscribe-auth-url" => {
+                self.subscribe_auth_url = match v {
+                    "" => None,
+                    url => Some(crate::outbound::http::Url::parse(url).map_err(bad)?),
+                }
+            }
+            "subscribe-auth-timeout" => {
+                self.subscribe_auth_timeout = positive_secs(v).ok_or_else(|| bad(POS))?
+            }
+            "subscribe-auth-cache" => {
+                self.subscribe_auth_cache = secs(v).ok_or_else(|| bad(SECS))?
+            }
+            "subscribe-auth-max-inflight" => {
+                self.subscribe_auth_max_inflight = count(v)
+                    .filter(|&n| (1..=4096).contains(&n))
+                    .ok_or_else(|| bad("must be a whole number from 1 to 4096"))?
+            }
             _ => return Err(invalid(format!("unhandled flag --{}", f.name))),
         }
         Ok(())
@@ -705,7 +760,9 @@ impl Config {
              history_memory={} history_ttl={:?} publish_token={} cors_origins={} cors_credentials={} trusted_proxies={} retry_ms={} \
              header_timeout={:?} write_timeout={:?} idle_timeout={:?} max_header_bytes={} \
              max_body_bytes={} max_channels={} shutdown_grace={:?} access_log={} ui={} \
-             subscribe_secret={} public_channels={} subscribe_cookie={}",
+             subscribe_secret={} public_channels={} subscribe_cookie={} \
+             subscribe_auth_url={} subscribe_auth_timeout={:?} subscribe_auth_cache={:?} \
+             subscribe_auth_max_inflight={}",
             if self.max_connections == 0 {
                 "auto".to_string()
             } else {
@@ -749,6 +806,16 @@ impl Config {
                 self.public_channels.join(",")
             },
             self.subscribe_cookie,
+            self.subscribe_auth_url
+                .as_ref()
+                .map_or("none".to_string(), |u| format!(
+                    "http://{}{}",
+                    u.authority(),
+                    u.path
+                )),
+            self.subscribe_auth_timeout,
+            self.subscribe_auth_cache,
+            self.subscribe_auth_max_inflight,
         )
     }
 
@@ -1016,6 +1083,36 @@ mod tests {
         assert_eq!(c.subscribe_cookie, "t");
         assert!(Config::from_args(["--public-channels", "a*b"]).is_err());
         assert!(Config::from_args(["--subscribe-cookie", "a=b"]).is_err());
+    }
+
+    #[test]
+    fn forward_auth_flags_and_their_twins() {
+        let c = Config::from_args(Vec::<String>::new()).unwrap();
+        assert!(c.subscribe_auth_url.is_none());
+        assert_eq!(c.subscribe_auth_timeout, Duration::from_secs(2));
+        assert_eq!(c.subscribe_auth_cache, Duration::from_secs(5));
+        assert_eq!(c.subscribe_auth_max_inflight, 64);
+        let env = env_of(&[
+            ("SSE_SUBSCRIBE_AUTH_URL", "http://127.0.0.1:8000/auth"),
+            ("SSE_SUBSCRIBE_AUTH_TIMEOUT", "0.5"),
+            ("SSE_SUBSCRIBE_AUTH_CACHE", "0"),
+            ("SSE_SUBSCRIBE_AUTH_MAX_INFLIGHT", "3"),
+        ]);
+        let c = Config::from_env_and_args(Vec::<String>::new(), env).unwrap();
+        let u = c.subscribe_auth_url.unwrap();
+        assert_eq!((u.port, u.path.as_str()), (8000, "/auth"));
+        assert_eq!(c.subscribe_auth_timeout, Duration::from_millis(500));
+        assert!(c.subscribe_auth_cache.is_zero());
+        assert_eq!(c.subscribe_auth_max_inflight, 3);
+        for bad in [
+            ["--subscribe-auth-url", "https://a/b"],
+            ["--subscribe-auth-url", "a:1"],
+            ["--subscribe-auth-timeout", "0"],
+            ["--subscribe-auth-max-inflight", "0"],
+        ] {
+            let e = Config::from_args(bad).unwrap_err().to_string();
+            assert!(e.contains(bad[0]) && !e.contains('\n'), "{e}");
+        }
     }
 
     #[test]

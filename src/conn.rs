@@ -128,12 +128,34 @@ pub enum Phase {
         idle: bool,
     },
     Stream(Subscriber),
+    /// A subscribe waiting for the application's answer (forward auth).
+    /// The I/O timer is the deadline; `Server::resume_stream` is the one
+    /// way out.
+    Waiting(Box<Waiting>),
     /// Flushing a last response, then a lingering close: shut down the
     /// write side and read until the peer closes, so the response is not
     /// lost to a reset.
     Closing {
         shut: bool,
     },
+}
+
+/// What a subscribe waiting for an answer keeps of its request: its few
+/// facts, not its buffer.
+pub struct Waiting {
+    /// The forward-auth call whose answer this is waiting for.
+    pub call: u64,
+    pub channel: Box<str>,
+    pub last_id: Option<Box<str>>,
+    /// The stream is chunked (not an HTTP/1.0 request).
+    pub chunked: bool,
+    pub cors: Vec<String>,
+    /// `/events/status/stream`.
+    pub status: bool,
+    /// A HEAD: answered with the stream's head, no stream.
+    pub head_only: bool,
+    /// The client address counted against the per-client limit.
+    pub client: IpAddr,
 }
 
 pub struct Conn {

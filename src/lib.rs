@@ -6,9 +6,10 @@
 //! write path), `channel` (the logs of encoded frames that subscribers read
 //! through cursors), `timer` (the wheel that drives heartbeats and
 //! deadlines); `conn` is one connection, `listener` the listening socket and
-//! its limits, `clock` the loop's time, `shutdown` how it is asked to stop; `http` and `sse` the wire formats;
-//! `auth` verifies subscribe tokens (pure), `grants` holds token streams' `sub` and the
-//! revocations, `private` ties them to the loop (expiry, ending streams with a last event).
+//! its limits, `clock` the loop's time, `shutdown` how it is asked to stop; `outbound` the
+//! connections the hub opens (forward auth); `http` and `sse` the wire formats; `auth`
+//! verifies subscribe tokens (pure), `grants` holds token streams' `sub` and the revocations,
+//! `private` ties them to the loop (expiry, ending streams with a last event).
 
 pub mod auth;
 pub mod channel;
@@ -18,6 +19,7 @@ pub mod conn;
 pub mod grants;
 pub mod http;
 pub mod listener;
+pub mod outbound;
 pub mod private;
 pub mod reader;
 pub mod routes;

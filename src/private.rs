@@ -10,13 +10,12 @@ use std::net::IpAddr;
 use crate::auth::LEEWAY_SECS;
 use crate::conn::Phase;
 use crate::grants::Revoked;
-use crate::http::{HttpError, Request};
+use crate::http::Request;
 use crate::routes::admin;
 use crate::routes::publish;
 use crate::routes::subscribe::{self, Authorised, Policy, Target};
 use crate::routes::{Refusal, Reply};
 use crate::server::Server;
-use crate::stats::Reject;
 use crate::stream::Ending;
 use crate::timer::{Lane, Timer};
 
@@ -34,18 +33,11 @@ impl Server {
             public: &self.cfg.public_channels,
             cookie: &self.cfg.subscribe_cookie,
             now_unix,
-            // Forward auth (`--subscribe-auth-url`) sets this.
-            ask_application: false,
+            ask_application: self.asker.is_some(),
         };
+        // `Ask`: the connection waits for the application (forward auth);
+        // a bar on the channel applies before it is even asked.
         let authorised = subscribe::authorise(req, target, &policy)?;
-        if authorised == Authorised::Ask {
-            // Forward auth: the connection waits for the application here.
-            // Until that is wired, fail closed.
-            return Err(Refusal::new(
-                HttpError::new(401, "this channel needs a token"),
-                Reject::Unauthorized,
-            ));
-        }
         let sub = match &authorised {
             Authorised::Until { sub, .. } => sub.as_deref(),
             _ => None,
@@ -112,8 +104,15 @@ impl Server {
             self.grants
                 .revoke(close.what.clone(), until, now_unix)
                 .map_err(|_| admin::table_full())?;
-            // Forward auth: the allowed-answer cache must forget
-            // `close.what` here too.
+            // Cached answers of the application would let it back in.
+            if let Some(asker) = self.asker.as_mut() {
+                match &close.what {
+                    Revoked::Channel(name) => {
+                        asker.purge_channel(name);
+                    }
+                    Revoked::Sub(_) => asker.purge_all(),
+                }
+            }
         }
         let keys: Vec<usize> = match &close.what {
             Revoked::Channel(name) => self.hub.find(name).map_or_else(Vec::new, |ch| {

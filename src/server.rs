@@ -23,6 +23,7 @@ use crate::conn::{self, Conn, Phase};
 use crate::grants::Grants;
 use crate::http::HttpError;
 use crate::listener::{self, Acceptor, Next, REJECT_RESERVE};
+use crate::outbound::{self, Asker};
 use crate::routes::subscribe::Streams;
 use crate::shutdown::{ShutdownHandle, Stop};
 use crate::sse;
@@ -47,7 +48,7 @@ pub struct Server {
     /// The stream deadlines of `cfg`, in milliseconds.
     deadlines: Deadlines,
     heartbeats: Heartbeats,
-    poll: Poll,
+    pub(crate) poll: Poll,
     acceptor: Acceptor,
     local_addr: SocketAddr,
     pub(crate) conns: Slab<Conn>,
@@ -74,6 +75,8 @@ pub struct Server {
     pub(crate) status_next: Option<Instant>,
     /// Token streams and revocations (`grants.rs`).
     pub(crate) grants: Grants,
+    /// Forward auth (`--subscribe-auth-url`): the calls to the application.
+    pub(crate) asker: Option<Asker>,
 }
 
 impl Server {
@@ -94,6 +97,7 @@ impl Server {
         let reserve = (listening.accept_cap + REJECT_RESERVE).min(1 << 20);
         let clock = Clock::new(now);
         let streams = Streams::new(listening.max_connections, cfg.max_connections_per_ip);
+        let asker = outbound::auth::from_config(&cfg)?;
         let mut wheel = Wheel::new(now, TICK);
         wheel.reserve(reserve);
         Ok(Server {
@@ -133,6 +137,7 @@ impl Server {
             last_response: (0, 0),
             grants: Grants::default(),
             status_next: None,
+            asker,
         })
     }
 
@@ -176,7 +181,9 @@ impl Server {
                     Token(key) => {
                         let r = ev.is_readable() || ev.is_read_closed() || ev.is_error();
                         let w = ev.is_writable() || ev.is_write_closed() || ev.is_error();
-                        if let Some(c) = self.conns.get_mut(key) {
+                        if outbound::is_outbound(Token(key)) {
+                            self.on_outbound(Token(key), r, w);
+                        } else if let Some(c) = self.conns.get_mut(key) {
                             c.readable |= r;
                             c.writable |= w;
                             self.drive(key);
@@ -290,7 +297,7 @@ impl Server {
     // ---- per-connection I/O ---------------------------------------------
 
     /// Does whatever the connection's readiness allows, across phase changes.
-    fn drive(&mut self, key: usize) {
+    pub(crate) fn drive(&mut self, key: usize) {
         loop {
             let Some(c) = self.conns.get(key) else {
                 return;
@@ -302,6 +309,7 @@ impl Server {
                     }
                 }
                 Phase::Stream(_) => return self.drive_stream(key),
+                Phase::Waiting(_) => return self.drive_waiting(key),
                 Phase::Closing { .. } => return self.drive_closing(key),
             }
         }
@@ -535,6 +543,9 @@ impl Server {
         };
         self.wheel.cancel_conn(key);
         self.grants.forget(key);
+        if let (Phase::Waiting(w), Some(asker)) = (&c.phase, &mut self.asker) {
+            asker.cancel(w.call);
+        }
         if let Phase::Stream(sub) = &c.phase {
             self.streams.closed(sub.counted.then_some(c.ip));
             if let Some(moved) = self.hub.unsubscribe(sub.channel, sub.index) {
@@ -573,6 +584,7 @@ impl Server {
                         self.drive(key);
                     }
                 }
+                Phase::Waiting(_) => self.close(key),
                 Phase::Closing { .. } => {}
             }
         }

@@ -10,8 +10,14 @@ use std::net::IpAddr;
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
-use crate::conn::{self, Io, Phase};
+use std::borrow::Cow;
+
+use mio::Token;
+
+use crate::conn::{self, Io, Phase, Waiting};
 use crate::http::{HttpError, Request};
+use crate::outbound::auth::{Asked, Facts};
+use crate::outbound::Verdict;
 use crate::reader::{self, Gate, Handler, Limits, MAX_OUT_BACKLOG};
 use crate::routes::publish::{self, Publish, Published};
 use crate::routes::subscribe::{self, Attach, Authorised, Target};
@@ -22,6 +28,7 @@ use crate::routes::{
 use crate::server::{Server, READS_PER_TURN};
 use crate::stats::{Reject, Snapshot};
 use crate::stream::Subscriber;
+use crate::timer::Timer;
 
 /// A subscribe that went through.
 enum Opened {
@@ -396,26 +403,204 @@ impl Server {
         keep_alive: bool,
     ) {
         let head_only = req.method == "HEAD";
+        let chunked = !req.http10;
+        let cors = cors_headers(&self.cfg.cors, req.origin);
+        let status = matches!(fixed, Some(STATUS_CHANNEL | STATUS_TOTALS_CHANNEL));
         let opened = match self.admit_stream(req, fixed, client) {
-            Ok((target, _)) if head_only => self.head_of_stream(req, &target, keep_alive),
-            Ok((target, grant)) => self
-                .start_stream(req, &target, client, grant)
+            Ok((target, Authorised::Ask)) => {
+                let waiting = Waiting {
+                    call: 0,
+                    channel: target.channel.into(),
+                    last_id: target.last_id.map(Into::into),
+                    chunked,
+                    cors,
+                    status,
+                    head_only,
+                    client,
+                };
+                return self.ask_application(key, req, waiting);
+            }
+            Ok((target, _)) if head_only => {
+                self.head_of_stream(&target, chunked, &cors, keep_alive)
+            }
+            Ok((target, authorised)) => self
+                .start_stream(&target, chunked, &cors, client, authorised)
                 .map(Opened::Stream),
             Err(r) => Err(r),
         };
         match opened {
-            Ok(Opened::Stream(a)) => self.attach(key, a, fixed),
-            Ok(Opened::Head(head)) => {
+            Ok(o) => self.open(key, o, status, keep_alive),
+            Err(r) => {
+                let reply = self.refusal(req, r);
+                self.send(key, &reply, keep_alive, head_only);
+            }
+        }
+    }
+
+    /// A subscribe that went through: the stream, or the head of one.
+    fn open(&mut self, key: usize, opened: Opened, status: bool, keep_alive: bool) {
+        match opened {
+            Opened::Stream(a) => self.attach(key, a, status),
+            Opened::Head(head) => {
                 self.last_response = (200, 0);
                 if let Some(c) = self.conns.get_mut(key) {
                     c.out.buf().extend_from_slice(&head);
                     c.close_after |= !keep_alive;
                 }
             }
-            Err(r) => {
-                let reply = self.refusal(req, r);
-                self.send(key, &reply, keep_alive, head_only);
+        }
+    }
+
+    /// Authorisation is the application's to say (forward auth): the
+    /// connection waits for the answer (`Phase::Waiting`, its deadline on
+    /// the I/O timer) unless the cache knows it.
+    fn ask_application(&mut self, key: usize, req: &Request<'_>, mut w: Waiting) {
+        let (Some(asker), Some(c)) = (self.asker.as_mut(), self.conns.get_mut(key)) else {
+            return self.close(key);
+        };
+        let forwarded_for = match req.forwarded_for.filter(|x| !x.is_empty()) {
+            Some(x) => format!("{x}, {}", c.ip),
+            None => c.ip.to_string(),
+        };
+        let facts = Facts {
+            cookie: req.cookie,
+            authorization: req.authorization,
+            forwarded_for: &forwarded_for,
+            last_event_id: w.last_id.as_deref(),
+            channel: &w.channel,
+        };
+        let asked = asker.ask(key, &facts, self.clock.now(), self.poll.registry());
+        let timeout = asker.timeout();
+        let known = match asked {
+            Asked::Waiting(call) => {
+                w.call = call;
+                None
             }
+            Asked::Answer(verdict) => Some(verdict),
+        };
+        c.phase = Phase::Waiting(Box::new(w));
+        match known {
+            Some(verdict) => self.resume_stream(key, verdict),
+            None => self.after(key, timeout),
+        }
+        self.deliver_answers();
+    }
+
+    /// Readiness of a connection to the application.
+    pub(crate) fn on_outbound(&mut self, t: Token, r: bool, w: bool) {
+        if let Some(asker) = self.asker.as_mut() {
+            asker.ready(t, r, w, self.clock.now(), self.poll.registry());
+            self.deliver_answers();
+        }
+    }
+
+    /// Hands each answer to the client still waiting for exactly that call
+    /// (a slot reused by another client has another call id).
+    fn deliver_answers(&mut self) {
+        let Some(asker) = self.asker.as_mut() else {
+            return;
+        };
+        for a in asker.take_answers() {
+            let waiting = match self.conns.get(a.key).map(|c| &c.phase) {
+                Some(Phase::Waiting(w)) => w.call == a.call,
+                _ => false,
+            };
+            if waiting {
+                self.resume_stream(a.key, a.verdict);
+            }
+        }
+    }
+
+    /// The one way out of `Phase::Waiting`: the answer came, or the
+    /// deadline passed. Allowed: the remaining stages run as for any
+    /// subscribe (admission again, the channel, the start, the head,
+    /// attach). 401/403: passed on, then the connection closes. Anything
+    /// else: closed without an answer, so EventSource retries.
+    pub(crate) fn resume_stream(&mut self, key: usize, verdict: Verdict) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let idle = Phase::Request {
+            reader: None,
+            idle: false,
+        };
+        let Phase::Waiting(w) = std::mem::replace(&mut c.phase, idle) else {
+            return;
+        };
+        self.wheel.cancel(Timer::io(key));
+        let opened = match verdict {
+            Verdict::Allow { expires_unix } => self.allowed(&w, expires_unix),
+            Verdict::Unauthorized => Err(Refusal::new(
+                HttpError::new(401, "the application did not authorise this subscription"),
+                Reject::Unauthorized,
+            )
+            .with_headers(&["WWW-Authenticate: Bearer"])),
+            Verdict::Forbidden => Err(Refusal::new(
+                HttpError::new(403, "the application refused this subscription"),
+                Reject::Forbidden,
+            )),
+            Verdict::TimedOut | Verdict::Failed => {
+                if let (Verdict::TimedOut, Some(asker)) = (verdict, self.asker.as_mut()) {
+                    asker.timed_out(w.call);
+                }
+                return self.close(key);
+            }
+        };
+        match opened {
+            Ok(o) => self.open(key, o, w.status, false),
+            Err(r) => {
+                if let Some(why) = r.reason {
+                    self.stats.reject(why);
+                }
+                log::debug!(
+                    "subscribe to {} -> {} {}",
+                    w.channel,
+                    r.error.status,
+                    r.error.message
+                );
+                let reply = Reply::error(&r.error, r.headers, &w.cors);
+                self.send(key, &reply, false, w.head_only);
+            }
+        }
+        self.drive(key);
+    }
+
+    /// The stages after an allowed answer.
+    fn allowed(&mut self, w: &Waiting, expires_unix: Option<u64>) -> Result<Opened, Refusal> {
+        // Streams may have opened (or a shutdown begun) meanwhile.
+        let admission = self.streams.admission(self.draining.is_some(), w.client);
+        subscribe::admit(&admission)?;
+        subscribe::admit_client(&admission, w.client)?;
+        let target = Target {
+            channel: Cow::Borrowed(&w.channel),
+            last_id: w.last_id.as_deref().map(Cow::Borrowed),
+        };
+        if w.head_only {
+            return self.head_of_stream(&target, w.chunked, &w.cors, false);
+        }
+        // A revocation may have come while the application was asked.
+        if let Some(what) = self.grants.barred(&w.channel, None, self.clock.unix_secs()) {
+            return Err(crate::routes::admin::revoked(&what));
+        }
+        // The application's `X-Ssecast-Expires` ends the stream like a
+        // token's `exp`.
+        let authorised = match expires_unix {
+            Some(exp_unix) => Authorised::Until {
+                exp_unix,
+                sub: None,
+            },
+            None => Authorised::Open,
+        };
+        let a = self.start_stream(&target, w.chunked, &w.cors, w.client, authorised)?;
+        Ok(Opened::Stream(a))
+    }
+
+    /// A connection waiting for the application: flush what earlier
+    /// requests are owed, and notice the client leaving (its call is then
+    /// cancelled in `close`).
+    pub(crate) fn drive_waiting(&mut self, key: usize) {
+        if self.flush_out(key) {
+            self.discard_or_close(key);
         }
     }
 
@@ -438,8 +623,9 @@ impl Server {
     /// The last stages: the channel, where in its log to start, the head.
     fn start_stream(
         &mut self,
-        req: &Request<'_>,
         target: &Target<'_>,
+        chunked: bool,
+        cors: &[String],
         client: IpAddr,
         authorised: Authorised,
     ) -> Result<Attach, Refusal> {
@@ -453,11 +639,9 @@ impl Server {
             0 => 0,
             ms => ms + self.jitter.draw() % (ms / 2 + 1),
         };
-        let chunked = !req.http10;
-        let cors = cors_headers(&self.cfg.cors, req.origin);
         let head = subscribe::head(
             self.clock.http_date(),
-            &cors,
+            cors,
             chunked,
             retry,
             start.lost_notice.as_deref(),
@@ -476,25 +660,22 @@ impl Server {
     /// connection stays open for the next request. Creates no channel.
     fn head_of_stream(
         &mut self,
-        req: &Request<'_>,
         target: &Target<'_>,
+        chunked: bool,
+        cors: &[String],
         keep_alive: bool,
     ) -> Result<Opened, Refusal> {
         subscribe::room_for(&self.hub, &target.channel)?;
-        let cors = cors_headers(&self.cfg.cors, req.origin);
         let connection = if keep_alive { "keep-alive" } else { "close" };
         let date = self.clock.http_date();
         Ok(Opened::Head(subscribe::head_lines(
-            date,
-            &cors,
-            !req.http10,
-            connection,
+            date, cors, chunked, connection,
         )))
     }
 
     /// Turns a connection into a subscriber: its place in the channel, its
     /// per-client count, the stream's head queued, the heartbeat timer.
-    pub(crate) fn attach(&mut self, key: usize, a: Attach, fixed: Option<&str>) {
+    pub(crate) fn attach(&mut self, key: usize, a: Attach, status: bool) {
         self.last_response = (200, 0);
         let now_ms = self.clock.ms();
         let index = self.hub.subscribe(a.channel, key as u32);
@@ -520,7 +701,7 @@ impl Server {
         if let Some((exp, sub)) = a.grant {
             self.hold_grant(key, exp, sub);
         }
-        if matches!(fixed, Some(STATUS_CHANNEL | STATUS_TOTALS_CHANNEL)) {
+        if status {
             self.status_next.get_or_insert(self.clock.now());
         }
     }
@@ -574,6 +755,7 @@ impl Server {
             uptime_secs: self.clock.uptime_secs(),
             draining: self.draining.is_some(),
             names,
+            auth: self.asker.as_ref().map(|a| a.view()),
         }
     }
 
@@ -599,6 +781,7 @@ impl Server {
                 self.respond_error(key, &e, &[], head);
                 self.begin_close(key);
             }
+            Phase::Waiting(_) => self.resume_stream(key, Verdict::TimedOut),
             _ => self.close(key),
         }
     }

@@ -101,6 +101,8 @@ pub struct Snapshot<'a> {
     /// Channel names may be shown (`routes::may_see_names`); otherwise
     /// only totals.
     pub names: bool,
+    /// Forward auth, when configured.
+    pub auth: Option<crate::outbound::auth::AuthView>,
 }
 
 impl Snapshot<'_> {
@@ -181,6 +183,9 @@ impl Snapshot<'_> {
                 o.remove("channels");
                 o.remove("channels_truncated");
             }
+        }
+        if let (Some(a), Some(obj)) = (&self.auth, doc.as_object_mut()) {
+            obj.insert("forward_auth".into(), a.json());
         }
         doc
     }
@@ -349,6 +354,9 @@ impl Snapshot<'_> {
             self.channel_series(&mut o);
         }
         self.publish_histogram(&mut o);
+        if let Some(a) = &self.auth {
+            a.metrics(&mut o);
+        }
         o
     }
 

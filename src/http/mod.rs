@@ -50,7 +50,8 @@ pub struct Request<'a> {
     pub last_event_id: Option<&'a str>,
     pub origin: Option<&'a str>,
     pub authorization: Option<&'a str>,
-    /// The `Cookie` header (the first, when a client sent several).
+    /// The `Cookie` header (the first, when a client sent several); also
+    /// passed on to the application when it is asked (forward auth).
     pub cookie: Option<&'a str>,
     pub content_type: Option<&'a str>,
     pub forwarded_for: Option<&'a str>,
@@ -469,6 +470,16 @@ mod tests {
             Some("a b")
         );
         assert_eq!(req.framing(), Framing::Empty);
+    }
+
+    #[test]
+    fn keeps_the_cookie_and_authorization_for_forward_auth() {
+        let r = "GET /events HTTP/1.1\r\nHost: x\r\nCookie: session=abc; b=1\r\nAuthorization: Bearer t\r\n\r\n";
+        let (req, _) = head(r).unwrap().unwrap();
+        assert_eq!(req.cookie, Some("session=abc; b=1"));
+        assert_eq!(req.authorization, Some("Bearer t"));
+        let (req, _) = head("GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap().unwrap();
+        assert_eq!(req.cookie, None);
     }
 
     #[test]
