@@ -7,7 +7,6 @@
 
 use std::net::IpAddr;
 
-use crate::auth::LEEWAY_SECS;
 use crate::conn::Phase;
 use crate::grants::Revoked;
 use crate::http::Request;
@@ -51,16 +50,14 @@ impl Server {
         Ok(authorised)
     }
 
-    /// A token stream attached: remember its `sub` (if any), and close it
-    /// at `exp` plus the leeway (so a token admitted inside the leeway is
-    /// not closed at once), on its `Lane::Expiry` timer.
-    pub(crate) fn hold_grant(&mut self, key: usize, exp_unix: u64, sub: Option<Box<str>>) {
+    /// A stream whose authorisation ends attached: remember its `sub` (if
+    /// any), and close it at `end_unix` (`Attach::grant`) on its
+    /// `Lane::Expiry` timer.
+    pub(crate) fn hold_grant(&mut self, key: usize, end_unix: u64, sub: Option<Box<str>>) {
         if let Some(sub) = sub {
             self.grants.hold(key, &sub);
         }
-        let at = self
-            .clock
-            .instant_of_unix(exp_unix.saturating_add(LEEWAY_SECS));
+        let at = self.clock.instant_of_unix(end_unix);
         self.wheel.schedule(Timer::Conn(key, Lane::Expiry), at);
     }
 

@@ -582,16 +582,11 @@ impl Server {
         if let Some(what) = self.grants.barred(&w.channel, None, self.clock.unix_secs()) {
             return Err(crate::routes::admin::revoked(&what));
         }
+        let mut a = self.start_stream(&target, w.chunked, &w.cors, w.client, Authorised::Open)?;
         // The application's `X-Ssecast-Expires` ends the stream like a
-        // token's `exp`.
-        let authorised = match expires_unix {
-            Some(exp_unix) => Authorised::Until {
-                exp_unix,
-                sub: None,
-            },
-            None => Authorised::Open,
-        };
-        let a = self.start_stream(&target, w.chunked, &w.cors, w.client, authorised)?;
+        // token's `exp`, without a leeway: it is relative to now, so no
+        // clocks have to agree.
+        a.grant = expires_unix.map(|e| (e, None));
         Ok(Opened::Stream(a))
     }
 

@@ -109,8 +109,10 @@ pub struct Attach {
     pub chunked: bool,
     /// Counted against the per-client limit as this address.
     pub counted: Option<IpAddr>,
-    /// A token stream: its `exp` (Unix seconds, before the leeway) and
-    /// `sub`. `None` for an open stream.
+    /// A stream whose authorisation ends: when it is closed (Unix
+    /// seconds: a token's `exp` plus the leeway, or the application's
+    /// `X-Ssecast-Expires`) and the token's `sub`. `None` for an open
+    /// stream.
     pub grant: Option<(u64, Option<Box<str>>)>,
 }
 
@@ -201,10 +203,15 @@ pub enum Authorised {
 }
 
 impl Authorised {
-    /// What a stream attached with this keeps: its `exp` and `sub`.
+    /// What a stream attached with this keeps: when it ends (`exp` plus
+    /// the clock leeway, so a token admitted inside the leeway is not
+    /// closed at once) and its `sub`.
     pub fn into_grant(self) -> Option<(u64, Option<Box<str>>)> {
         match self {
-            Authorised::Until { exp_unix, sub } => Some((exp_unix, sub.map(Box::from))),
+            Authorised::Until { exp_unix, sub } => Some((
+                exp_unix.saturating_add(auth::LEEWAY_SECS),
+                sub.map(Box::from),
+            )),
             Authorised::Open | Authorised::Ask => None,
         }
     }
