@@ -20,7 +20,7 @@ pub mod grants;
 pub mod http;
 pub mod listener;
 pub mod outbound;
-pub mod private;
+
 pub mod reader;
 pub mod routes;
 pub mod server;

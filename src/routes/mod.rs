@@ -2,7 +2,7 @@
 //! ([`resolve`]), then one handler per endpoint family, one file each
 //! (`subscribe`, `publish`, `admin`, `status`, `page`, `preflight`). Handlers take
 //! the parts of the hub they use and answer with a [`Reply`] or a
-//! [`Refusal`]; `session.rs` calls them with those parts and writes the
+//! [`Refusal`]; `session/` calls them with those parts and writes the
 //! answer.
 
 pub mod admin;
