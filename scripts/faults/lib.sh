@@ -187,6 +187,18 @@ start_busy() {
     wait_file "$1.ready" 10 || die "busy sampler did not start"
 }
 
+# ksoftirqd_pids: "ksi0=PID,ksi1=PID" for the kernel threads that process
+# loopback packets when softirq work is deferred (under load their run-queue
+# wait delays every packet, accounted to neither the hub nor a client).
+ksoftirqd_pids() {
+    local c p out=()
+    for ((c = 0; c < $(nproc); c++)); do
+        p=$(pgrep -x "ksoftirqd/$c" | head -1)
+        [[ -n $p ]] && out+=("ksi$c=$p")
+    done
+    (IFS=,; echo "${out[*]}")
+}
+
 # fds_at_most N: the hub has at most N open descriptors (for wait_until).
 fds_at_most() { (($(fd_count) <= $1)); }
 
@@ -299,6 +311,7 @@ log_count() { grep -c -- "$1" "$HUB_LOG" 2>/dev/null || true; }
 # tcp_mem_kb" for the hub, until stop_sampler.
 start_sampler() {
     local file=$1 every=${2:-1} pid=$HUB_PID
+    SAMPLER_T0=$(date +%s.%N)
     (
         t0=$(date +%s.%N)
         while kill -0 "$pid" 2>/dev/null; do

@@ -15,22 +15,29 @@
 # (one timer tick), the hub's CPU time and run-queue wait and the clients'
 # run-queue wait, during the attack.
 #
-# Checks:
-#  - every slow connection is closed by the hub at its deadline: no earlier
-#    than header-timeout - 50 ms after it connected (the wheel never fires
-#    early; 50 ms for the client's own clock reads), no later than
-#    header-timeout + 2 ticks (wheel granularity, and the accept of a burst
-#    spreading over a tick) + H + S, where H is the hub's busiest 100 ms
-#    (CPU + run-queue wait) and S the slowloris clients' busiest 100 ms
-#    (they notice a close only when they run), both measured in this attack;
+# Checks (T below is the hub's longest loop turn in this attack, bounded
+# from the kernel's accounting: the longest stretch in which the hub never
+# slept, + 20 ms for the two partial 10 ms samples at its ends, and at least
+# the hub's busiest 100 ms of CPU + run-queue wait):
+#  - every slow connection is closed by the hub at its deadline:
+#    no earlier than header-timeout - 50 ms - T after it connected (the hub
+#    reads the clock once per loop turn, so a connection accepted late in a
+#    long turn has its deadline counted from the turn's start; 50 ms for the
+#    client's own clock reads), and no later than header-timeout + 2 ticks
+#    (wheel granularity, and the accept of a burst spreading over a tick)
+#    + T (accepted that much after it connected) + S, the slowloris
+#    clients' busiest 100 ms (CPU + wait: they notice a close only when
+#    they run) + K, the run-queue wait of the ksoftirqd threads (most in
+#    100 ms, summed over CPUs): under load the kernel defers loopback
+#    packet processing to them, which delays every packet and is accounted
+#    to neither the hub nor a client;
 #  - a dripping connection (partial request) gets 408 first; a silent one is
 #    closed without an answer; the header_timeout counter counts the 408s;
 #  - ordinary clients: no failure, no non-200, and
-#      p99(attack) <= 3 x p99(reference) + H + P
-#    where H is as above (a request that arrives while the hub closes a
-#    burst of deadlines, or accepts a burst of connections, waits for that
-#    turn: its cost is CPU time of the hub in that window) and P the
-#    probe's own busiest run-queue wait in 100 ms (it shares core 1 with the
+#      p99(attack) <= 3 x p99(reference) + T + P + K
+#    (a request that arrives while the hub closes a burst of deadlines, or
+#    accepts a burst of connections, waits for that turn; P is the probe's
+#    own busiest run-queue wait in 100 ms: it shares core 1 with the
 #    attack). The subscriber gets every event, no gap, with the same bound;
 #  - afterwards the hub's open fds are back to where they were (waited for:
 #    lingering closes after a 408 last up to 2 s).
@@ -89,7 +96,8 @@ ordinary atk
 bg "$WORK/slow1" slowloris --addr "$ADDR" --n "$HALF" --mode mixed --interval 1 --duration $((HT + 10)) --src-count 2 \
     --ready-file "$WORK/slow1.ready"
 s1=$BG_PID
-start_busy "$WORK/busy" "hub=$HUB_PID,health=$HEALTH_PID,ka=$KA_PID,sub=$SUB_PID,slow1=$s1"
+KSI=$(ksoftirqd_pids)
+start_busy "$WORK/busy" "hub=$HUB_PID,health=$HEALTH_PID,ka=$KA_PID,sub=$SUB_PID,slow1=$s1${KSI:+,$KSI}"
 wait_file "$WORK/slow1.ready" 10 || die "first slowloris batch did not connect"
 bg "$WORK/slow2" slowloris --addr "$ADDR" --n "$HALF" --mode mixed --interval 1 --duration $((HT + 10)) --src-ips 127.0.0.4,127.0.0.5
 s2=$BG_PID
@@ -115,16 +123,20 @@ note "slowest connect (SYN retried if > 1000), ms" "$(max2 connect_delay_max_ms)
 check "drip: closed with 408" "$(sum drip_408)" "$((N / 2))" "v == $((N / 2))"
 check "silent: closed without an answer" "$(sum silent_no_response)" "$((N / 2))" "v == $((N / 2))"
 B=$WORK/busy
-HB=$(j "$B" hub_busy_max_ms)
+HB=$(awk -v s="$(j "$B" hub_stretch_max_ms)" -v b="$(j "$B" hub_busy_max_ms)" 'BEGIN {t = s + 20; printf "%.1f", (t > b ? t : b)}')
 SB=$(awk -v a="$(j "$B" slow1_busy_max_ms)" -v b="$(j "$WORK/busy2" slow2_busy_max_ms)" 'BEGIN {print (a > b ? a : b)}')
-note "hub busiest 100 ms during the attack: CPU / run-queue wait / both, ms (H)" "$(j "$B" hub_cpu_max_ms) / $(j "$B" hub_wait_max_ms) / $HB"
+note "hub busiest 100 ms during the attack: CPU / run-queue wait / both, ms" "$(j "$B" hub_cpu_max_ms) / $(j "$B" hub_wait_max_ms) / $(j "$B" hub_busy_max_ms)"
+note "hub longest stretch without sleeping, ms; T (longest turn bound)" "$(j "$B" hub_stretch_max_ms); $HB"
 note "hub CPU during the attack, ms in all; per slow connection, us" "$(j "$B" hub_cpu_total_ms); $(awk -v c="$(j "$B" hub_cpu_total_ms)" -v n="$N" 'BEGIN {printf "%.1f", c * 1000 / n}')"
 note "slowloris clients' busiest 100 ms (CPU + wait), ms (S)" "$SB"
-lo=$(awk -v h="$HT" 'BEGIN {print h * 1000 - 50}')
-hi=$(awk -v h="$HT" -v H="$HB" -v S="$SB" 'BEGIN {printf "%.1f", h * 1000 + 200 + H + S}')
+# K: the most run-queue wait of each ksoftirqd thread in 100 ms, summed.
+K=$(jq -r '[to_entries[] | select(.key | test("^ksi[0-9]+_wait_max_ms$")) | .value] | add // 0' "$B" | awk '{printf "%.1f", $1}')
+note "ksoftirqd run-queue wait, most in 100 ms summed over CPUs, ms (K)" "$K"
+lo=$(awk -v h="$HT" -v T="$HB" 'BEGIN {printf "%.1f", h * 1000 - 50 - T}')
+hi=$(awk -v h="$HT" -v H="$HB" -v S="$SB" -v K="$K" 'BEGIN {printf "%.1f", h * 1000 + 200 + H + S + K}')
 for m in drip silent; do
-    check "$m: earliest close after connect, ms" "$(min2 ${m}_close_min_ms)" ">= header-timeout - 50 = $lo" "v >= $lo"
-    check "$m: latest close after connect, ms" "$(max2 ${m}_close_max_ms)" "<= header-timeout + 2 ticks + H $HB + S $SB = $hi" "v <= $hi"
+    check "$m: earliest close after connect, ms" "$(min2 ${m}_close_min_ms)" ">= header-timeout - 50 - T $HB = $lo" "v >= $lo"
+    check "$m: latest close after connect, ms" "$(max2 ${m}_close_max_ms)" "<= header-timeout + 2 ticks + T $HB + S $SB + K $K = $hi" "v <= $hi"
     note "$m: close after connect p50 / p99 ms" "$(j "$WORK/slow1" ${m}_close_p50_ms) / $(j "$WORK/slow1" ${m}_close_p99_ms) (first batch); $(j "$WORK/slow2" ${m}_close_p50_ms) / $(j "$WORK/slow2" ${m}_close_p99_ms) (second)"
 done
 ht_count=$(($(jq '.rejected.header_timeout' <<<"$after") - $(jq '.rejected.header_timeout' <<<"$before")))
@@ -136,8 +148,8 @@ for p in health ka; do
     note "$p latency p50/p99/max ms, reference" "$(j "$r" lat_p50_ms) / $(j "$r" lat_p99_ms) / $(j "$r" lat_max_ms) (n=$(j "$r" lat_n))"
     note "$p latency p50/p99/max ms, attack" "$(j "$a" lat_p50_ms) / $(j "$a" lat_p99_ms) / $(j "$a" lat_max_ms) (n=$(j "$a" lat_n))"
     rp99=$(j "$r" lat_p99_ms) PW=$(j "$B" ${p}_wait_max_ms)
-    bound=$(awk -v r="$rp99" -v H="$HB" -v P="$PW" 'BEGIN {printf "%.3f", 3 * r + H + P}')
-    check "$p p99 during the attack, ms" "$(j "$a" lat_p99_ms)" "<= 3 x ref $rp99 + H $HB + P $PW = $bound" "v <= $bound"
+    bound=$(awk -v r="$rp99" -v H="$HB" -v P="$PW" -v K="$K" 'BEGIN {printf "%.3f", 3 * r + H + P + K}')
+    check "$p p99 during the attack, ms" "$(j "$a" lat_p99_ms)" "<= 3 x ref $rp99 + T $HB + P $PW + K $K = $bound" "v <= $bound"
 done
 S=$WORK/atk.sub P=$WORK/atk.pub
 check "subscriber: events = published, no gap" "$(j "$S" count_min)/$(j "$P" published) gaps $(j "$S" gap_ids)" "all, 0" \
@@ -145,8 +157,8 @@ check "subscriber: events = published, no gap" "$(j "$S" count_min)/$(j "$P" pub
 note "subscriber latency p50/p99 ms, reference" "$(j "$WORK/ref.sub" lat_p50_ms) / $(j "$WORK/ref.sub" lat_p99_ms)"
 note "subscriber latency p50/p99 ms, attack" "$(j "$S" lat_p50_ms) / $(j "$S" lat_p99_ms)"
 rp99=$(j "$WORK/ref.sub" lat_p99_ms) PW=$(j "$B" sub_wait_max_ms)
-bound=$(awk -v r="$rp99" -v H="$HB" -v P="$PW" 'BEGIN {printf "%.3f", 3 * r + H + P}')
-check "subscriber p99 during the attack, ms" "$(j "$S" lat_p99_ms)" "<= 3 x ref $rp99 + H $HB + P $PW = $bound" "v <= $bound"
+bound=$(awk -v r="$rp99" -v H="$HB" -v P="$PW" -v K="$K" 'BEGIN {printf "%.3f", 3 * r + H + P + K}')
+check "subscriber p99 during the attack, ms" "$(j "$S" lat_p99_ms)" "<= 3 x ref $rp99 + T $HB + P $PW + K $K = $bound" "v <= $bound"
 check "hub fds after vs before" "$fd1 vs $fd0" "equal" "$fd1 == $fd0"
 kill -0 "$HUB_PID" 2>/dev/null
 check "hub alive" "$?" "0" 'v == 0'

@@ -10,6 +10,12 @@
 //! wait, if another process had the hub's core); a client that measures
 //! latency is itself delayed by its own run-queue wait.
 //!
+//! It also reports the longest stretch in which a process never slept: every
+//! sampling interval in it was (nearly, >= 90 %) all CPU or run-queue wait.
+//! The hub sleeps only in epoll_wait between loop turns, so no single turn
+//! is longer than that stretch, however long the turn (the 100 ms window
+//! caps what it can show).
+//!
 //! `--pids hub=123,probe=456`. Ends on SIGUSR1, when every process has
 //! exited, or at `--duration` (a cap). `--ready-file` once sampling runs.
 
@@ -44,6 +50,10 @@ struct Track {
     max_run: u64,
     max_wait: u64,
     max_both: u64,
+    /// (t, run + wait) of the previous sample; the current busy stretch.
+    prev: Option<(u64, u64)>,
+    stretch: u64,
+    max_stretch: u64,
     gone: bool,
 }
 
@@ -66,6 +76,9 @@ pub fn run(a: &Args) {
                 max_run: 0,
                 max_wait: 0,
                 max_both: 0,
+                prev: None,
+                stretch: 0,
+                max_stretch: 0,
                 gone: false,
             }
         })
@@ -90,6 +103,16 @@ pub fn run(a: &Args) {
             tr.max_run = tr.max_run.max(run - r0);
             tr.max_wait = tr.max_wait.max(wait - w0);
             tr.max_both = tr.max_both.max(run - r0 + wait - w0);
+            if let Some((pt, pb)) = tr.prev {
+                let dt = t - pt;
+                if (run + wait - pb) * 10 >= dt * 9 {
+                    tr.stretch += dt;
+                    tr.max_stretch = tr.max_stretch.max(tr.stretch);
+                } else {
+                    tr.stretch = 0;
+                }
+            }
+            tr.prev = Some((t, run + wait));
         }
         samples += 1;
         if samples == 1 {
@@ -112,6 +135,7 @@ pub fn run(a: &Args) {
         j.f(&format!("{l}_cpu_max_ms"), tr.max_run as f64 / 1e6)
             .f(&format!("{l}_wait_max_ms"), tr.max_wait as f64 / 1e6)
             .f(&format!("{l}_busy_max_ms"), tr.max_both as f64 / 1e6)
+            .f(&format!("{l}_stretch_max_ms"), tr.max_stretch as f64 / 1e6)
             .f(&format!("{l}_cpu_total_ms"), (tr.last.0 - r0) as f64 / 1e6)
             .f(&format!("{l}_wait_total_ms"), (tr.last.1 - w0) as f64 / 1e6);
     }

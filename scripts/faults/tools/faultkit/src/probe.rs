@@ -60,6 +60,9 @@ pub fn run(a: &Args) {
             None => TcpStream::connect_timeout(&addr.into(), timeout).ok(),
         };
         let Some(mut s) = stream else {
+            if stopped() {
+                break; // the stop signal interrupted the connect
+            }
             fail += 1;
             continue;
         };
@@ -77,6 +80,9 @@ pub fn run(a: &Args) {
                     ka = Some(s);
                 }
             }
+            // A read interrupted by the stop signal (EINTR: a socket
+            // timeout is never restarted) is not the hub's failure.
+            None if stopped() => break,
             None => fail += 1,
         }
     }
