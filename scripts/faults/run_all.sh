@@ -4,7 +4,7 @@
 #   scripts/faults/run_all.sh            short durations (churn 60 s, slow
 #                                        consumers 15 s): about 4 minutes
 #   CI_SIZE=1 scripts/faults/run_all.sh  what scripts/test.sh (CI) runs:
-#                                        churn 30 s, slow consumers 8 s,
+#                                        churn 45 s, slow consumers 10 s,
 #                                        about 3 minutes (QUICK=1 is the same)
 #   FULL=1 scripts/faults/run_all.sh     each script's own full size (churn
 #                                        5 min, slow consumers 20 s, 300 000
@@ -20,7 +20,7 @@ set -u -o pipefail
 DIR=$(cd "$(dirname "$0")" && pwd)
 CHURN=60 SLOW=15 CHANNELS=100000
 if [[ ${CI_SIZE:-0} == 1 || ${QUICK:-0} == 1 ]]; then
-    CHURN=30 SLOW=8
+    CHURN=45 SLOW=10
 elif [[ ${FULL:-0} == 1 ]]; then
     CHURN=300 SLOW=20 CHANNELS=300000
 fi
