@@ -105,7 +105,7 @@ run() {
         # happen only while events flow: behind the history, or the write
         # timeout) and the ring has wrapped (events_published x SIZE >= 2 x
         # history),
-        # then 3 s (3 RSS samples) more to see memory flat. On a loaded box
+        # then 4 s (>= 3 RSS samples) more to see memory flat. On a loaded box
         # the rate, and so the time each of these takes, varies.
         local t_pub0=$SECONDS
         bg "$WORK/$label.pub" pub --addr "$ADDR" --channel sc --duration "$CAP" --rate "$RATE" --size "$SIZE" \
@@ -120,8 +120,8 @@ run() {
         wait_status ".events_published * $SIZE >= 2 * $HISTORY" 120 || log "warning: the ring did not wrap"
         awk -v a="$SAMPLER_T0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f\n", b - a}' >"$WORK/$label.tfull"
         local left=$((DURATION - (SECONDS - t_pub0)))
-        ((left < 3)) && left=3
-        sleep "$left" # the rest of the stated length, at least the 3 s flat window
+        ((left < 4)) && left=4
+        sleep "$left" # the rest of the stated length, at least the 4 s flat window (>= 3 samples at 1/s)
         stop_bg "$pub_pid" || die "publisher failed"
     fi
     stop_bg "$BUSY_PID"

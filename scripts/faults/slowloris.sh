@@ -38,7 +38,10 @@
 #    (a request that arrives while the hub closes a burst of deadlines, or
 #    accepts a burst of connections, waits for that turn; P is the probe's
 #    own busiest run-queue wait in 100 ms: it shares core 1 with the
-#    attack). The subscriber gets every event, no gap, with the same bound;
+#    attack). For /health, which opens a new connection and so waits in the
+#    accept queue behind a whole burst, T is the hub's busiest second
+#    (CPU + wait, T1s) when that is longer. The subscriber gets every
+#    event, no gap, with the same bound as the status poller;
 #  - afterwards the hub's open fds are back to where they were (waited for:
 #    lingering closes after a 408 last up to 2 s).
 #
@@ -147,9 +150,15 @@ for p in health ka; do
     check "$p: failures + non-200 during the attack" "$(($(j "$a" failed) + $(j "$a" non200)))" "0 of $(j "$a" ok)" 'v == 0'
     note "$p latency p50/p99/max ms, reference" "$(j "$r" lat_p50_ms) / $(j "$r" lat_p99_ms) / $(j "$r" lat_max_ms) (n=$(j "$r" lat_n))"
     note "$p latency p50/p99/max ms, attack" "$(j "$a" lat_p50_ms) / $(j "$a" lat_p99_ms) / $(j "$a" lat_max_ms) (n=$(j "$a" lat_n))"
-    rp99=$(j "$r" lat_p99_ms) PW=$(j "$B" ${p}_wait_max_ms)
-    bound=$(awk -v r="$rp99" -v H="$HB" -v P="$PW" -v K="$K" 'BEGIN {printf "%.3f", 3 * r + H + P + K}')
-    check "$p p99 during the attack, ms" "$(j "$a" lat_p99_ms)" "<= 3 x ref $rp99 + T $HB + P $PW + K $K = $bound" "v <= $bound"
+    rp99=$(j "$r" lat_p99_ms) PW=$(j "$B" ${p}_wait_max_ms) TT=$HB TN=T
+    # /health opens a new connection: it waits in the accept queue behind
+    # the burst of slow connections that arrived before it, so its T is the
+    # hub's busiest second (CPU + wait), when that is longer.
+    if [[ $p == health ]]; then
+        TT=$(awk -v t="$HB" -v b="$(j "$B" hub_busy2_max_ms)" 'BEGIN {printf "%.1f", (b > t ? b : t)}') TN=T1s
+    fi
+    bound=$(awk -v r="$rp99" -v H="$TT" -v P="$PW" -v K="$K" 'BEGIN {printf "%.3f", 3 * r + H + P + K}')
+    check "$p p99 during the attack, ms" "$(j "$a" lat_p99_ms)" "<= 3 x ref $rp99 + $TN $TT + P $PW + K $K = $bound" "v <= $bound"
 done
 S=$WORK/atk.sub P=$WORK/atk.pub
 check "subscriber: events = published, no gap" "$(j "$S" count_min)/$(j "$P" published) gaps $(j "$S" gap_ids)" "all, 0" \

@@ -10,6 +10,8 @@
 //! wait, if another process had the hub's core); a client that measures
 //! latency is itself delayed by its own run-queue wait.
 //!
+//! `_busy2_max_ms` is the same CPU + wait over the longer `--window2-ms`
+//! (1000): all the work a burst of connections queues ahead of a new one.
 //! It also reports the longest stretch in which a process never slept: every
 //! sampling interval in it was (nearly, >= 90 %) all CPU or run-queue wait.
 //! The hub sleeps only in epoll_wait between loop turns, so no single turn
@@ -45,6 +47,9 @@ struct Track {
     pid: u32,
     /// (t, run, wait) samples no older than the window.
     win: VecDeque<(u64, u64, u64)>,
+    /// The same for the second, longer window (`--window2-ms`).
+    win2: VecDeque<(u64, u64, u64)>,
+    max_both2: u64,
     first: Option<(u64, u64)>,
     last: (u64, u64),
     max_run: u64,
@@ -61,6 +66,7 @@ pub fn run(a: &Args) {
     let spec = a.opt("pids").unwrap_or_else(|| die("--pids label=PID,..."));
     let interval = Duration::from_micros((a.f64("interval-ms", 5.0) * 1000.0) as u64);
     let window = (a.f64("window-ms", 100.0) * 1e6) as u64;
+    let window2 = (a.f64("window2-ms", 1000.0) * 1e6) as u64;
     let duration = a.f64("duration", 600.0);
     let ready = a.opt("ready-file");
     let mut tracks: Vec<Track> = spec
@@ -71,6 +77,8 @@ pub fn run(a: &Args) {
                 label: l.to_string(),
                 pid: pid.parse().unwrap_or_else(|_| die("--pids: bad pid")),
                 win: VecDeque::new(),
+                win2: VecDeque::new(),
+                max_both2: 0,
                 first: None,
                 last: (0, 0),
                 max_run: 0,
@@ -99,6 +107,12 @@ pub fn run(a: &Args) {
             while tr.win.front().is_some_and(|f| t - f.0 > window) {
                 tr.win.pop_front();
             }
+            tr.win2.push_back((t, run, wait));
+            while tr.win2.front().is_some_and(|f| t - f.0 > window2) {
+                tr.win2.pop_front();
+            }
+            let &(_, r2, w2) = tr.win2.front().unwrap();
+            tr.max_both2 = tr.max_both2.max(run - r2 + wait - w2);
             let &(_, r0, w0) = tr.win.front().unwrap();
             tr.max_run = tr.max_run.max(run - r0);
             tr.max_wait = tr.max_wait.max(wait - w0);
@@ -136,6 +150,7 @@ pub fn run(a: &Args) {
             .f(&format!("{l}_wait_max_ms"), tr.max_wait as f64 / 1e6)
             .f(&format!("{l}_busy_max_ms"), tr.max_both as f64 / 1e6)
             .f(&format!("{l}_stretch_max_ms"), tr.max_stretch as f64 / 1e6)
+            .f(&format!("{l}_busy2_max_ms"), tr.max_both2 as f64 / 1e6)
             .f(&format!("{l}_cpu_total_ms"), (tr.last.0 - r0) as f64 / 1e6)
             .f(&format!("{l}_wait_total_ms"), (tr.last.1 - w0) as f64 / 1e6);
     }
