@@ -4,14 +4,16 @@
 # deployment tests with real programs (nginx, Chromium, the npm eventsource
 # client, Prometheus' parser, systemd-analyze), the conformance tests (h11,
 # Chromium's and Firefox's EventSource and five more SSE parsers,
-# tests/conformance) and a small run of both
+# tests/conformance), the fault scripts at CI size (scripts/faults/run_all.sh,
+# docs/faults.md: ~3 minutes) and a small run of both
 # benchmark scripts (ssecast, nginx+nchan, axum, Pushpin) whose results must show
 # every event delivered exactly once, in order. Whatever is missing is
 # installed or the run fails; nothing skips itself.
 #
 #   scripts/test.sh                  everything
-#   SKIP_DEPLOY=1 scripts/test.sh    without the deployment and conformance tests
-#                                    and the benchmark smoke run (local use; refused in CI)
+#   SKIP_DEPLOY=1 scripts/test.sh    without the deployment and conformance tests,
+#                                    the fault scripts and the benchmark smoke
+#                                    run (local use; refused in CI)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,7 +39,7 @@ if [ "${SKIP_DEPLOY:-}" = 1 ]; then
     echo "SKIP_DEPLOY is not allowed in CI" >&2
     exit 1
   fi
-  echo "== deployment tests and benchmark smoke run skipped (SKIP_DEPLOY=1)"
+  echo "== deployment tests, fault scripts and benchmark smoke run skipped (SKIP_DEPLOY=1)"
   exit 0
 fi
 echo "== deployment tests"
@@ -46,6 +48,15 @@ echo "== conformance tests (independent HTTP and SSE clients)"
 tests/conformance/run.sh
 echo "== forward auth tests (Flask application, headless Chromium)"
 tests/forward_auth/run.sh
+
+# Every fault script (slow consumers, churn, slowloris, fd exhaustion,
+# restarts, half-closed streams, channel churn) at CI size; each check
+# asserts, and every latency bound is derived in the same run.
+echo "== fault scripts: CI_SIZE=1 scripts/faults/run_all.sh"
+faultlogs=$(mktemp -d /tmp/ssecast-faults-ci.XXXXXX)
+CI_SIZE=1 LOGDIR="$faultlogs" scripts/faults/run_all.sh \
+  || { tail -n 80 "$faultlogs"/*.out; echo "fault scripts failed (logs in $faultlogs)" >&2; exit 1; }
+rm -rf "$faultlogs"
 
 # Speed is reported, not asserted (README, "Benchmarks"); what is asserted is
 # that the tooling works end to end against all three servers and that no

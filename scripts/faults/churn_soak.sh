@@ -22,6 +22,13 @@
 #    below), and the hub idle: utime+stime over 5 s <= 2 ticks (20 ms),
 #    although --heartbeat-interval is 1 s (a timer left behind for a closed
 #    connection would keep firing).
+# Readiness and ends: the soak is a stated length (--duration) of churn;
+# the publisher runs until the churn client has finished (its subscribers
+# left once they had the last acknowledged id) and is then stopped. The
+# warm-up fills the history with a stated number of events (--count), and
+# "settled" means subscribers 0, connections 1 and the hub's open fds back
+# to the count it had at start (lingering closes done), waited for, bounded.
+# The idle-CPU figure is measured over a stated 5 s window.
 # The baseline is taken after a warm-up (the history filled, one round of
 # the full population connected and gone), so pages that stay resident by
 # design (the ring, the slab and timer slots up to the peak population) are
@@ -53,19 +60,23 @@ build
 start_hub -- --heartbeat-interval 1 --history-bytes 1048576
 SRC=(--src-count 8)
 
-# settle: wait until only the status request is connected, then 3 s more
-# for lingering closes (the hub lingers up to 2 s after a response).
+fd_start=$(fd_count)
+# settle: wait until only the status request is connected and the hub's
+# descriptors are back to what it had at start (the hub lingers up to 2 s
+# after some responses).
 settle() {
     wait_status '.subscribers == 0 and .connections.open == 1' 20 || log "warning: connections did not drain"
-    sleep 3
+    wait_until 10 fds_at_most "$fd_start" || log "warning: hub fds did not return to $fd_start"
 }
 
 log "warm-up: fill the history, one round of $CONC subscribers (${WARMUP}s)"
-kit pub --addr "$ADDR" --channel churn --duration 2 --rate 0 >"$WORK/warm.pub"
-bg "$WORK/warm.pub2" pub --addr "$ADDR" --channel churn --duration "$WARMUP" --rate "$RATE"
+# 1 MiB of history holds ~10k of these events: 20k fill it.
+kit pub --addr "$ADDR" --channel churn --count 20000 --rate 0 --duration "$CAP" >"$WORK/warm.pub"
+bg "$WORK/warm.pub2" pub --addr "$ADDR" --channel churn --duration "$CAP" --rate "$RATE" --seq-start 1000000
+warm_pub=$BG_PID
 kit churn --addr "$ADDR" --channel churn --concurrency "$CONC" --duration "$WARMUP" \
     --life-min "$LIFE_MIN" --life-max "$LIFE_MAX" --reset-frac "$RESET_FRAC" "${SRC[@]}" >"$WORK/warm.churn"
-wait_bg "$BG_PID"
+stop_bg "$warm_pub"
 settle
 rss0=$(rss_kb) fd0=$(fd_count)
 status_json >"$WORK/status0"
@@ -73,21 +84,22 @@ log "baseline: rss ${rss0} kB, fds $fd0"
 
 log "soak: ${DURATION}s, $CONC subscribers, lifetimes ${LIFE_MIN}-${LIFE_MAX}s, $RATE events/s"
 start_sampler "$WORK/samples" 5
-bg "$WORK/pub" pub --addr "$ADDR" --channel churn --duration "$DURATION" --rate "$RATE" --log "$WORK/pub.log" \
-    --ack-file "$WORK/acked"
+bg "$WORK/pub" pub --addr "$ADDR" --channel churn --duration "$CAP" --rate "$RATE" --log "$WORK/pub.log" \
+    --ack-file "$WORK/acked" --seq-start 2000000
 pub_pid=$BG_PID
+wait_until 10 test -s "$WORK/acked" || die "publisher got no answer"
 kit churn --addr "$ADDR" --channel churn --concurrency "$CONC" --duration "$DURATION" \
     --life-min "$LIFE_MIN" --life-max "$LIFE_MAX" --reset-frac "$RESET_FRAC" --resume-frac "$RESUME_FRAC" "${SRC[@]}" \
     --records "$WORK/records" --ack-file "$WORK/acked" --settle-timeout 5 >"$WORK/churn" ||
     die "churn client failed"
-wait_bg "$pub_pid" || die "publisher failed"
+stop_bg "$pub_pid" || die "publisher failed"
 status_json >"$WORK/status1"
 settle
 stop_sampler
 status_json >"$WORK/status2"
 rss1=$(rss_kb) fd1=$(fd_count)
 idle_a=$(cpu_ticks)
-sleep 5
+sleep 5 # the idle-CPU measurement window
 idle_b=$(cpu_ticks)
 kit check --pub-log "$WORK/pub.log" --records "$WORK/records" --margin-ms 250 >"$WORK/check"
 
@@ -105,7 +117,7 @@ check "chunked framing errors" "$(j "$C" framing_errors)" "0 ($(j "$C" chunked) 
 check "pub log usable (one connection, in order)" "$(j "$K" pub_log_monotonic)" "true" 'v == "true"'
 check "lifetimes checked against the pub log" "$(j "$K" lifetimes_with_events)" ">= 1000" 'v >= 1000'
 check "lifetimes missing an event of their span" "$(j "$K" lifetimes_missing_events)" "0 of $(j "$K" lifetimes_with_events)" 'v == 0'
-check "resumes (Last-Event-ID) starting at last + 1" "$(j "$C" resumed_ok)" ">= 100, all" 'v >= 100'
+check "resumes (Last-Event-ID) starting right after the last seen (seq + 1)" "$(j "$C" resumed_ok)" ">= 100, all" 'v >= 100'
 check "resumes with a wrong start / history-lost" "$(j "$C" resumed_wrong_start) / $(j "$C" resumed_history_lost)" "0 / 0" \
     "$(j "$C" resumed_wrong_start) == 0 && $(j "$C" resumed_history_lost) == 0"
 check "lifetimes still missing the last acked id after 5 s" "$(j "$C" tail_missing)" "0" 'v == 0'

@@ -10,6 +10,16 @@
 # - remembers every PID it starts and, on exit, stops exactly those;
 # - collects checks into a results table; `finish` prints it and exits 0
 #   only if every check held.
+#
+# No fixed lifetimes: a script waits for readiness (the port in the hub's
+# log, a tool's --ready-file, a status field, a file or fd count) and ends
+# each tool explicitly (stop_bg: SIGUSR1, after which the tool reports; a
+# subscriber with --ack-file first reads until it has the publisher's last
+# acknowledged id). Every tool's --duration is only a cap ($CAP), so that
+# nothing runs unbounded when something is broken. Latency bounds are
+# derived in the same run from a measured reference and from the kernel's
+# accounting of how busy the hub and the clients were (faultkit busy); each
+# check line says how.
 
 set -u -o pipefail
 
@@ -29,6 +39,8 @@ ADDR=""
 FAILS=0
 ROWS=()
 HUB_N=0
+# Upper bound on any tool's lifetime (seconds); tools are ended explicitly.
+CAP=${FAULTS_CAP:-300}
 
 log() { echo "[$(date +%H:%M:%S)] $SCRIPT: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -145,6 +157,51 @@ bg_prio() {
     PIDS+=("$BG_PID")
 }
 
+# stop_bg PID...: the explicit end: SIGUSR1 to each (the tool stops, reports
+# and exits), then waits for them; returns the last non-zero status.
+stop_bg() {
+    local p rc=0
+    for p in "$@"; do kill -USR1 "$p" 2>/dev/null; done
+    for p in "$@"; do wait_bg "$p" || rc=$?; done
+    return $rc
+}
+
+# wait_until SECONDS CMD...: runs CMD every 50 ms until it succeeds (0) or
+# SECONDS pass (1).
+wait_until() {
+    local secs=$1 i
+    shift
+    for ((i = 0; i < secs * 20; i++)); do
+        "$@" && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# start_busy FILE label=PID,...: faultkit busy samples how busy those
+# processes are (CPU and run-queue wait per 100 ms window, one timer tick)
+# until stop_bg "$BUSY_PID"; returns once it samples.
+start_busy() {
+    bg "$1" busy --pids "$2" --interval-ms 10 --window-ms 100 --duration "$CAP" --ready-file "$1.ready"
+    BUSY_PID=$BG_PID
+    wait_file "$1.ready" 10 || die "busy sampler did not start"
+}
+
+# ksoftirqd_pids: "ksi0=PID,ksi1=PID" for the kernel threads that process
+# loopback packets when softirq work is deferred (under load their run-queue
+# wait delays every packet, accounted to neither the hub nor a client).
+ksoftirqd_pids() {
+    local c p out=()
+    for ((c = 0; c < $(nproc); c++)); do
+        p=$(pgrep -x "ksoftirqd/$c" | head -1)
+        [[ -n $p ]] && out+=("ksi$c=$p")
+    done
+    (IFS=,; echo "${out[*]}")
+}
+
+# fds_at_most N: the hub has at most N open descriptors (for wait_until).
+fds_at_most() { (($(fd_count) <= $1)); }
+
 # wait_bg PID: waits for a background faultkit; returns its status.
 wait_bg() {
     wait "$1"
@@ -153,7 +210,9 @@ wait_bg() {
     return $rc
 }
 
-status_json() { curl -s -m 5 "http://$ADDR/events/status"; }
+# Helpers run on the clients' core too, so the hub has core 0 to itself
+# (its run-queue wait, measured by faultkit busy, is then other people's).
+status_json() { taskset -c "$CLIENT_CPU" curl -s -m 5 "http://$ADDR/events/status"; }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$HUB_PID/status" 2>/dev/null; }
 fd_count() { ls "/proc/$HUB_PID/fd" 2>/dev/null | wc -l; }
 # utime + stime of the hub, in clock ticks (1/100 s).
@@ -252,6 +311,7 @@ log_count() { grep -c -- "$1" "$HUB_LOG" 2>/dev/null || true; }
 # tcp_mem_kb" for the hub, until stop_sampler.
 start_sampler() {
     local file=$1 every=${2:-1} pid=$HUB_PID
+    SAMPLER_T0=$(date +%s.%N)
     (
         t0=$(date +%s.%N)
         while kill -0 "$pid" 2>/dev/null; do
@@ -265,6 +325,7 @@ start_sampler() {
     ) >"$file" &
     SAMPLER_PID=$!
     PIDS+=("$SAMPLER_PID")
+    taskset -cp "$CLIENT_CPU" "$SAMPLER_PID" >/dev/null 2>&1
 }
 stop_sampler() {
     [[ -n ${SAMPLER_PID:-} ]] || return 0

@@ -1,7 +1,10 @@
 //! `churn`: keeps `--concurrency C` subscribers connected, each for a random
 //! lifetime in [life-min, life-max] seconds, then closes it (a fraction with
-//! a reset) and opens a new one, for `--duration` seconds. Every connection's
-//! ids must be contiguous; `--records FILE` keeps each lifetime for `check`.
+//! a reset) and opens a new one, for `--duration` seconds (or until SIGUSR1).
+//! Every connection's events must be contiguous by their sequence numbers,
+//! with ids strictly increasing; `--records FILE` keeps each lifetime for
+//! `check`. A resumed subscriber (Last-Event-ID) must start with the event
+//! right after the last one it saw: the next sequence number, a higher id.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -47,7 +50,9 @@ pub fn run(a: &Args) {
     let srcs = a.src_ips();
     let req = request(&channel, None);
     let resume_frac = a.f64("resume-frac", 0.3);
-    let resume_q: std::cell::RefCell<std::collections::VecDeque<u64>> = Default::default();
+    // (last id, last sequence number) of subscribers that will come back.
+    let resume_q: std::cell::RefCell<std::collections::VecDeque<(u64, Option<u64>)>> =
+        Default::default();
     let mut rng2 = Rng((now_ns() << 1) | 1);
     let (mut resume_ok, mut resume_bad, mut resume_lost, mut resume_quiet) =
         (0u64, 0u64, 0u64, 0u64);
@@ -93,14 +98,20 @@ pub fn run(a: &Args) {
             if c.sse.history_lost.is_some() {
                 resume_lost += 1;
             } else {
+                let next_seq = c.resume_seq.map(|q| q + 1);
                 match c.sse.first_id {
-                    Some(f) if f == c.resume_from + 1 => resume_ok += 1,
+                    Some(f)
+                        if f > c.resume_from
+                            && (next_seq.is_none() || c.sse.first_seq == next_seq) =>
+                    {
+                        resume_ok += 1
+                    }
                     Some(f) => {
                         resume_bad += 1;
                         if resume_examples.len() < 5 {
                             resume_examples.push(format!(
-                                "resumed after {} but first id {}",
-                                c.resume_from, f
+                                "resumed after id {} seq {:?} but first id {} seq {:?}",
+                                c.resume_from, c.resume_seq, f, c.sse.first_seq
                             ));
                         }
                     }
@@ -110,7 +121,7 @@ pub fn run(a: &Args) {
         }
         if c.end == End::Client && c.sse.status == 200 && rng2.unit() < resume_frac {
             if let Some(l) = c.sse.last_id {
-                resume_q.borrow_mut().push_back(l);
+                resume_q.borrow_mut().push_back((l, c.sse.last_seq));
             }
         }
         if records.is_some() {
@@ -121,7 +132,7 @@ pub fn run(a: &Args) {
 
     loop {
         let now = now_ns();
-        if now >= end {
+        if now >= end || stopped() {
             break;
         }
         // Keep the population up.
@@ -134,11 +145,18 @@ pub fn run(a: &Args) {
                     let key = e.key();
                     let resume = resume_q.borrow_mut().pop_front();
                     let sub_req = match resume {
-                        Some(l) => request(&channel, Some(&l.to_string())),
+                        Some((l, _)) => request(&channel, Some(&l.to_string())),
                         None => req.clone(),
                     };
-                    let mut c =
-                        SubConn::new(s, now, sub_req, Sse::new(false), false, resume.unwrap_or(0));
+                    let mut c = SubConn::new(
+                        s,
+                        now,
+                        sub_req,
+                        Sse::new(false),
+                        false,
+                        resume.map_or(0, |r| r.0),
+                    );
+                    c.resume_seq = resume.and_then(|r| r.1);
                     poll.registry()
                         .register(
                             &mut c.stream,
@@ -347,8 +365,8 @@ fn leave(
         let decided = if c.t_end > 0 { c.t_end } else { now_ns() };
         if want > 0 {
             wait.add((now_ns() - decided) / 1000);
-            // Ids are contiguous: one that saw an event before `want` must
-            // see `want` too.
+            // Ids increase: one that has not reached `want` misses it (or
+            // events before it).
             if c.sse.last_id.is_some_and(|l| l < want) {
                 *missing += 1;
             }

@@ -85,6 +85,45 @@ impl Args {
     }
 }
 
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_stop(_: libc::c_int) {
+    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// SIGUSR1 is the explicit end a script sends ("stop now, report"): every
+/// subcommand checks `stopped()` in its loop. Installed first thing in
+/// `main`, before any ready file is written, so a script that waits for
+/// readiness and then signals can never kill a tool that has no handler yet.
+pub fn install_stop_handler() {
+    // SAFETY: the handler only stores to an atomic (async-signal-safe).
+    unsafe {
+        libc::signal(
+            libc::SIGUSR1,
+            on_stop as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+    }
+}
+
+pub fn stopped() -> bool {
+    STOP.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Clears the stop request (a tool with two steps: the first signal ends
+/// the first step).
+pub fn clear_stop() {
+    STOP.store(false, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Writes a ready file atomically (write to a temporary name, rename), so a
+/// script polling for it never reads it half written.
+pub fn write_ready(path: &str, text: &str) {
+    let tmp = format!("{path}.tmp");
+    if std::fs::write(&tmp, text).is_ok() {
+        let _ = std::fs::rename(&tmp, path);
+    }
+}
+
 pub fn die(msg: &str) -> ! {
     eprintln!("faultkit: {msg}");
     std::process::exit(2);

@@ -85,22 +85,14 @@ pub fn run(a: &Args) {
                     let lo = if partial { partial_act_min } else { act_min };
                     let act = lo + (act_max - lo) * unit();
                     e.insert(H {
-                        c: SubConn {
-                            stream: s,
-                            connected: false,
-                            t_start: t0,
-                            t_conn: 0,
-                            t_end: 0,
-                            t_head: 0,
-                            req: if partial { preq.clone() } else { req.clone() },
-                            req_pos: 0,
-                            sse: Sse::new(false),
-                            end: End::Open,
-                            noread: partial,
-                            hup_seen: false,
-                            want: 0,
-                            resume_from: 0,
-                        },
+                        c: SubConn::new(
+                            s,
+                            t0,
+                            if partial { preq.clone() } else { req.clone() },
+                            Sse::new(false),
+                            partial,
+                            0,
+                        ),
                         mode,
                         act_at: t0 + (act * 1e9) as u64,
                         acted: 0,
@@ -115,7 +107,7 @@ pub fn run(a: &Args) {
     let mut closed: Vec<H> = Vec::new();
     loop {
         let now = now_ns();
-        if now >= end {
+        if now >= end || stopped() {
             break;
         }
         let due: Vec<usize> = conns

@@ -1,8 +1,13 @@
 //! `hold`: opens N streams at `--rate` per second and keeps the ones the hub
 //! accepts (reading them); records what each got: 200, 503 (with or without
-//! Retry-After), other, a close without an answer, or nothing yet. At
-//! `--close-at` seconds it closes `--close-count` of its accepted streams,
-//! to see the hub take the waiting ones.
+//! Retry-After), other, a close without an answer, or nothing yet.
+//!
+//! Readiness: `--ready-file F` is written once all N are opened and every
+//! one has connected (or failed) and, unless `--ready-when connected`, has
+//! an answer or was closed. Ends: SIGUSR1. With `--close-count K`, the first
+//! SIGUSR1 closes K accepted streams instead, and the tool then ends by
+//! itself as soon as no connection is left waiting for an answer (the hub
+//! took the waiting ones), or at `--duration` (a cap).
 
 use std::io::{self, Read, Write};
 use std::time::Duration;
@@ -30,10 +35,10 @@ pub fn run(a: &Args) {
     let n = a.u64("n", 300);
     let rate = a.f64("rate", 1000.0);
     let duration = a.f64("duration", 10.0);
-    let close_at = a
-        .opt("close-at")
-        .map(|v| v.parse::<f64>().unwrap_or_else(|_| die("--close-at")));
     let close_count = a.u64("close-count", 0);
+    let ready_file = a.opt("ready-file");
+    let ready_connected = a.str("ready-when", "answered") == "connected";
+    let mut ready_done = false;
     let path = a.str("path", "/events?channel=hold");
     let srcs = a.src_ips();
     let req = format!("GET {path} HTTP/1.1\r\nHost: hub\r\n\r\n").into_bytes();
@@ -48,12 +53,46 @@ pub fn run(a: &Args) {
     let mut closed_by_us = 0u64;
     let t0 = now_ns();
     let end = t0 + (duration * 1e9) as u64;
-    let close_ns = close_at.map(|c| t0 + (c * 1e9) as u64);
-    let mut closed_done = false;
+    let mut close_ns: Option<u64> = None;
+    let mut ended_by = "duration";
     loop {
         let now = now_ns();
         if now >= end {
             break;
+        }
+        let waiting = conns
+            .iter()
+            .filter(|(_, c)| c.status == 0 && c.ended.is_none())
+            .count();
+        let unconnected = conns.iter().filter(|(_, c)| !c.connected).count();
+        if !ready_done && opened >= n && unconnected == 0 && (ready_connected || waiting == 0) {
+            ready_done = true;
+            if let Some(p) = &ready_file {
+                write_ready(p, &format!("{}\n", conns.len()));
+            }
+        }
+        if close_ns.is_some() && waiting == 0 && opened >= n {
+            ended_by = "answered";
+            break;
+        }
+        if stopped() {
+            if close_count == 0 || close_ns.is_some() {
+                ended_by = "signal";
+                break;
+            }
+            clear_stop();
+            close_ns = Some(now);
+            let keys: Vec<usize> = conns
+                .iter()
+                .filter(|(_, c)| c.status == 200)
+                .map(|(k, _)| k)
+                .take(close_count as usize)
+                .collect();
+            for k in keys {
+                conns.remove(k);
+                closed_by_us += 1;
+            }
+            continue;
         }
         let due = (((now - t0) as f64 / 1e9) * rate) as u64 + 1;
         while opened < n.min(due) {
@@ -81,21 +120,6 @@ pub fn run(a: &Args) {
                     });
                 }
                 Err(_) => connect_fail += 1,
-            }
-        }
-        if let Some(cn) = close_ns {
-            if !closed_done && now >= cn {
-                closed_done = true;
-                let keys: Vec<usize> = conns
-                    .iter()
-                    .filter(|(_, c)| c.status == 200)
-                    .map(|(k, _)| k)
-                    .take(close_count as usize)
-                    .collect();
-                for k in keys {
-                    conns.remove(k);
-                    closed_by_us += 1;
-                }
             }
         }
         if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(10))) {
@@ -166,7 +190,8 @@ pub fn run(a: &Args) {
     let cnt = |f: &dyn Fn(&Held) -> bool| all.iter().filter(|c| f(c)).count() as u64;
     let after = |c: &Held| close_ns.is_some_and(|cn| c.t_head > cn);
     let mut j = Json::default();
-    j.num("opened", opened)
+    j.s("ended_by", ended_by)
+        .num("opened", opened)
         .num("connect_fail", connect_fail)
         .num("connected", cnt(&|c| c.connected))
         .num("status_200", cnt(&|c| c.status == 200) + closed_by_us)

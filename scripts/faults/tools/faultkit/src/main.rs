@@ -1,6 +1,8 @@
 //! faultkit: the client side of scripts/faults. One binary, one subcommand
 //! per role; each prints one JSON object on stdout when it is done.
 
+mod busy;
+mod channels;
 mod check;
 mod churn;
 mod common;
@@ -15,9 +17,10 @@ mod sub;
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = argv.first() else {
-        eprintln!("usage: faultkit pub|sub|churn|check|slowloris|probe|peek|hold|half --addr HOST:PORT [options]");
+        eprintln!("usage: faultkit pub|sub|churn|check|slowloris|probe|peek|hold|half|busy|channels --addr HOST:PORT [options]");
         std::process::exit(2);
     };
+    common::install_stop_handler();
     let args = common::Args::parse(&argv[1..]);
     match cmd.as_str() {
         "pub" => publish::run(&args),
@@ -29,6 +32,8 @@ fn main() {
         "peek" => probe::peek(&args),
         "hold" => hold::run(&args),
         "half" => half::run(&args),
+        "busy" => busy::run(&args),
+        "channels" => channels::run(&args),
         other => common::die(&format!("unknown subcommand {other}")),
     }
 }

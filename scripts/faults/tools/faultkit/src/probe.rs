@@ -1,6 +1,8 @@
 //! `probe`: ordinary requests (`GET /health` by default) every `--interval`
-//! seconds for `--duration`, each on a new connection (or `--keepalive`),
-//! with their latency. `peek`: one stream, the first K events, printed.
+//! seconds, each on a new connection (or `--keepalive`),
+//! with their latency, until `--count` requests or SIGUSR1 (`--duration`
+//! is a cap). `peek`: one stream (`--ready-file` once its response head
+//! arrived), the first K events, printed.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -37,6 +39,7 @@ pub fn run(a: &Args) {
     let interval = a.f64("interval", 0.05);
     let duration = a.f64("duration", 5.0);
     let keepalive = a.flag("keepalive");
+    let count = a.u64("count", u64::MAX);
     let timeout = Duration::from_secs_f64(a.f64("timeout", 5.0));
     let t0 = now_ns();
     let end = t0 + (duration * 1e9) as u64;
@@ -45,7 +48,7 @@ pub fn run(a: &Args) {
     let mut ka: Option<TcpStream> = None;
     let mut buf = Vec::new();
     let mut next = t0;
-    while now_ns() < end {
+    while now_ns() < end && !stopped() && ok + non200 + fail < count {
         let t = now_ns();
         if t < next {
             std::thread::sleep(Duration::from_nanos(next - t));
@@ -57,6 +60,9 @@ pub fn run(a: &Args) {
             None => TcpStream::connect_timeout(&addr.into(), timeout).ok(),
         };
         let Some(mut s) = stream else {
+            if stopped() {
+                break; // the stop signal interrupted the connect
+            }
             fail += 1;
             continue;
         };
@@ -74,6 +80,9 @@ pub fn run(a: &Args) {
                     ka = Some(s);
                 }
             }
+            // A read interrupted by the stop signal (EINTR: a socket
+            // timeout is never restarted) is not the hub's failure.
+            None if stopped() => break,
             None => fail += 1,
         }
     }
@@ -98,12 +107,21 @@ pub fn peek(a: &Args) {
     let mut sse = Sse::new(false);
     sse.keep = k;
     let mut tmp = [0u8; 65536];
+    let ready_file = a.opt("ready-file");
     while sse.kept.len() < k && now_ns() < end {
         let left = end - now_ns();
         let _ = s.set_read_timeout(Some(Duration::from_nanos(left.max(1_000_000))));
         match s.read(&mut tmp) {
             Ok(0) => break,
-            Ok(n) => sse.feed(&tmp[..n], 0),
+            Ok(n) => {
+                let had = sse.head.is_some();
+                sse.feed(&tmp[..n], 0);
+                if !had && sse.head.is_some() {
+                    if let Some(p) = &ready_file {
+                        write_ready(p, "head\n");
+                    }
+                }
+            }
             Err(_) => break,
         }
     }

@@ -2,6 +2,9 @@
 //! seconds (`drip`) or nothing at all (`silent`); `mixed` alternates. Records
 //! when the hub closes each one (relative to the connect and to the first
 //! byte) and what it answered (408 expected for a partial request).
+//! `--ready-file` once all N have connected (or failed). It ends by itself
+//! when the hub has closed every connection, on SIGUSR1, or at
+//! `--duration` (a cap).
 
 use std::io::{self, Read, Write};
 use std::time::Duration;
@@ -51,11 +54,19 @@ pub fn run(a: &Args) {
     let t0 = now_ns();
     let end = t0 + (duration * 1e9) as u64;
     let mut last_scan = 0u64;
+    let ready_file = a.opt("ready-file");
+    let mut ready_done = false;
 
     loop {
         let now = now_ns();
-        if now >= end || (opened >= n && conns.is_empty()) {
+        if now >= end || stopped() || (opened >= n && conns.is_empty()) {
             break;
+        }
+        if !ready_done && opened >= n && connecting == 0 {
+            ready_done = true;
+            if let Some(p) = &ready_file {
+                write_ready(p, &format!("{}\n", n - connect_fail));
+            }
         }
         while opened < n && connecting < batch {
             let drip = match mode.as_str() {

@@ -1,6 +1,10 @@
 //! A client's view of one event stream: the response head, then SSE lines.
-//! Checks that ids are contiguous (each id = previous + 1) and measures the
-//! latency from the publisher's timestamp (`t=NS` in the data) to receipt.
+//! Ids are only required to increase strictly (the hub assigns them from the
+//! clock: max(previous + 1, now in µs), so they are not contiguous). Loss is
+//! found from the data's own sequence numbers: `faultkit pub` writes
+//! `s=SEQ t=NS ...`, one counter per publisher, so consecutive events on a
+//! stream must carry SEQ, SEQ + 1. It also measures the latency from the
+//! publisher's timestamp (`t=NS`) to receipt.
 
 use crate::common::{find, header, now_ns, status_of, Hist};
 
@@ -34,11 +38,16 @@ pub struct Sse {
     // what was seen
     pub first_id: Option<u64>,
     pub last_id: Option<u64>,
+    /// Sequence numbers (`s=` in the data) of the first and last event.
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
     pub events: u64,
-    /// Ids missing between consecutive events.
+    /// Sequence numbers missing between consecutive events (the field keeps
+    /// its old name: it counts missing events).
     pub gap_ids: u64,
     pub gap_incidents: u64,
-    /// Events whose id was not above the previous one.
+    /// Events whose id was not above the previous one, or whose sequence
+    /// number was not above the previous one (duplicate or reordered).
     pub dups: u64,
     pub heartbeats: u64,
     pub retry_seen: bool,
@@ -258,26 +267,39 @@ impl Sse {
         if name == "history-lost" {
             self.history_lost = Some(String::from_utf8_lossy(&self.data_first).into_owned());
             self.history_lost_id = id;
-            // The next live event follows this id.
+            // The next live event follows this id; what was lost before it
+            // is not a gap of this stream.
             if let Some(i) = id {
                 self.last_id = Some(i);
             }
+            self.last_seq = None;
         } else if let Some(i) = id {
             self.events += 1;
             if self.first_id.is_none() {
                 self.first_id = Some(i);
             }
-            if let Some(last) = self.last_id {
-                if i == last + 1 {
-                } else if i > last + 1 {
-                    self.gap_ids += i - last - 1;
+            let seq = parse_seq(&self.data_first);
+            if self.first_seq.is_none() {
+                self.first_seq = seq;
+            }
+            let id_ok = self.last_id.is_none_or(|l| i > l);
+            let mut seq_ok = true;
+            if let (Some(s), Some(last)) = (seq, self.last_seq) {
+                if s > last + 1 {
+                    self.gap_ids += s - last - 1;
                     self.gap_incidents += 1;
-                } else {
-                    self.dups += 1;
+                } else if s <= last {
+                    seq_ok = false;
                 }
             }
-            if self.last_id.is_none_or(|l| i > l) {
+            if !id_ok || !seq_ok {
+                self.dups += 1;
+            }
+            if id_ok {
                 self.last_id = Some(i);
+            }
+            if seq.is_some() && seq_ok {
+                self.last_seq = seq;
             }
             if let Some(h) = self.lat.as_mut() {
                 if let Some(t) = parse_t(&self.data_first) {
@@ -301,4 +323,56 @@ pub fn parse_t(d: &[u8]) -> Option<u64> {
         .position(|c| !c.is_ascii_digit())
         .unwrap_or(rest.len());
     std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
+/// `s=SEQ` at the start of a publisher's data.
+pub fn parse_seq(d: &[u8]) -> Option<u64> {
+    let rest = d.strip_prefix(b"s=")?;
+    let end = rest
+        .iter()
+        .position(|c| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(events: &[(u64, &str)]) -> Sse {
+        let mut s = Sse::new(false);
+        let mut b = String::from("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n");
+        for (id, data) in events {
+            b.push_str(&format!("id: {id}\ndata: {data}\n\n"));
+        }
+        s.feed(b.as_bytes(), 1);
+        s
+    }
+
+    #[test]
+    fn time_based_ids_are_not_gaps() {
+        let s = stream(&[(1000, "s=0 t=1"), (1017, "s=1 t=2"), (5000, "s=2 t=3")]);
+        assert_eq!((s.events, s.gap_ids, s.dups), (3, 0, 0));
+        assert_eq!((s.first_seq, s.last_seq), (Some(0), Some(2)));
+    }
+
+    #[test]
+    fn missing_sequence_is_a_gap() {
+        let s = stream(&[(10, "s=4 t=1"), (11, "s=7 t=2")]);
+        assert_eq!((s.gap_ids, s.gap_incidents, s.dups), (2, 1, 0));
+    }
+
+    #[test]
+    fn id_not_increasing_or_repeated_sequence_is_a_dup() {
+        let s = stream(&[(10, "s=1 t=1"), (10, "s=2 t=2")]);
+        assert_eq!(s.dups, 1);
+        let s = stream(&[(10, "s=1 t=1"), (12, "s=1 t=2")]);
+        assert_eq!((s.dups, s.gap_ids), (1, 0));
+    }
+
+    #[test]
+    fn data_without_sequence_checks_ids_only() {
+        let s = stream(&[(10, "hello"), (20, "world"), (15, "late")]);
+        assert_eq!((s.events, s.gap_ids, s.dups), (3, 0, 1));
+    }
 }

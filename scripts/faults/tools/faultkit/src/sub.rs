@@ -2,6 +2,12 @@
 //! (contiguous ids, latency); `--noread` ones send the request and never read
 //! again (with `--rcvbuf` small, the hub's writes stall at once). `--waves K`
 //! opens the N subscribers again K times spread over the run.
+//!
+//! Ends: SIGUSR1 (the script's explicit end), `--exit-when-closed`, or
+//! `--duration` (only a cap, so that nothing runs unbounded). With
+//! `--ack-file F` (the publisher's last acknowledged id), a stop first reads
+//! until every open reading subscriber has that id, at most
+//! `--settle-timeout` seconds; those still short of it are `tail_missing`.
 
 use std::io::{self, Read, Write};
 use std::net::Ipv4Addr;
@@ -42,6 +48,8 @@ pub struct SubConn {
     pub want: u64,
     /// Churn: the Last-Event-ID it resumed from (0: a fresh subscription).
     pub resume_from: u64,
+    /// Churn: the sequence number of the last event seen before resuming.
+    pub resume_seq: Option<u64>,
 }
 
 impl SubConn {
@@ -70,6 +78,7 @@ impl SubConn {
             hup_seen: false,
             want: 0,
             resume_from,
+            resume_seq: None,
         }
     }
 }
@@ -179,6 +188,8 @@ pub struct Tally {
     pub first: MinMax,
     pub last: MinMax,
     pub count: MinMax,
+    pub first_seq: MinMax,
+    pub last_seq: MinMax,
     pub lat: Hist,
     pub eof_at: MinMax,
     pub hup_seen: u64,
@@ -245,6 +256,12 @@ impl Tally {
             if let Some(l) = s.last_id {
                 self.last.add(l);
             }
+            if let Some(q) = s.first_seq {
+                self.first_seq.add(q);
+            }
+            if let Some(q) = s.last_seq {
+                self.last_seq.add(q);
+            }
             self.count.add(s.events);
         }
         if let Some(h) = &s.lat {
@@ -279,6 +296,10 @@ impl Tally {
             .num("first_id_max", self.first.max)
             .num("last_id_min", self.last.min_or0())
             .num("last_id_max", self.last.max)
+            .num("first_seq_min", self.first_seq.min_or0())
+            .num("first_seq_max", self.first_seq.max)
+            .num("last_seq_min", self.last_seq.min_or0())
+            .num("last_seq_max", self.last_seq.max)
             .num("count_min", self.count.min_or0())
             .num("count_max", self.count.max)
             .f(
@@ -310,6 +331,8 @@ pub fn run(a: &Args) {
     let exit_when_closed = a.flag("exit-when-closed");
     let ready_file = a.opt("ready-file");
     let records = a.opt("records");
+    let ack_file = a.opt("ack-file");
+    let settle_ns = (a.f64("settle-timeout", 5.0) * 1e9) as u64;
     let srcs: Vec<Option<Ipv4Addr>> = a.src_ips();
     let req = request(&channel, last_id.as_deref());
 
@@ -326,13 +349,36 @@ pub fn run(a: &Args) {
     let mut connecting = 0u64;
     let mut ready_written = false;
     let mut rec: Vec<String> = Vec::new();
+    // After a stop with --ack-file: (id to reach, deadline).
+    let mut drain: Option<(u64, u64)> = None;
+    let mut ended_by = "duration";
+    let mut tail_wait = 0u64;
 
     loop {
         let now = now_ns();
         if now >= end {
             break;
         }
-        while wave < waves && now >= t0 + (wave_every * 1e9 * wave as f64) as u64 {
+        if stopped() && drain.is_none() {
+            let want = ack_file
+                .as_ref()
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            drain = Some((want, now + settle_ns));
+            ended_by = "signal";
+        }
+        if let Some((want, deadline)) = drain {
+            let short = conns.iter().any(|(_, c)| {
+                !c.noread && c.sse.status == 200 && c.sse.last_id.is_none_or(|l| l < want)
+            });
+            if !short || now >= deadline {
+                tail_wait = now - (deadline - settle_ns);
+                break;
+            }
+        }
+        while drain.is_none() && wave < waves && now >= t0 + (wave_every * 1e9 * wave as f64) as u64
+        {
             wave += 1;
             to_open += n;
         }
@@ -370,11 +416,12 @@ pub fn run(a: &Args) {
             if heads + tally.opened >= n {
                 ready_written = true;
                 if let Some(p) = &ready_file {
-                    let _ = std::fs::write(p, format!("{heads}\n"));
+                    write_ready(p, &format!("{heads}\n"));
                 }
             }
         }
         if exit_when_closed && to_open == 0 && wave >= waves && conns.is_empty() {
+            ended_by = "closed";
             break;
         }
         if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(20))) {
@@ -407,6 +454,11 @@ pub fn run(a: &Args) {
             }
         }
     }
+    let want = drain.map_or(0, |(w, _)| w);
+    let tail_missing = conns
+        .iter()
+        .filter(|(_, c)| !c.noread && c.sse.status == 200 && c.sse.last_id.is_none_or(|l| l < want))
+        .count();
     for (_, c) in conns.iter() {
         if records.is_some() {
             rec.push(record(c));
@@ -417,7 +469,11 @@ pub fn run(a: &Args) {
         let _ = std::fs::write(p, rec.join(""));
     }
     let mut j = Json::default();
-    j.num("target", n * waves);
+    j.num("target", n * waves)
+        .s("ended_by", ended_by)
+        .num("tail_want_id", want)
+        .num("tail_missing", tail_missing)
+        .f("tail_wait_ms", tail_wait as f64 / 1e6);
     tally.json(&mut j);
     println!("{}", j.done());
 }
