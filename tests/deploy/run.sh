@@ -7,6 +7,7 @@
 #   eventsource.test.mjs   the npm `eventsource` client
 #   metrics_test.py        GET /metrics read by Prometheus' parser (PyPI prometheus_client)
 #   requests_test.py       Python requests reading the stream directly (iter_lines, Last-Event-ID)
+#   private_browser.test.mjs  a cross-origin page subscribing to a private channel with the token cookie
 #   ui.test.mjs            the built-in page (GET /) driven in headless Chromium; writes docs/ui.png
 #   systemd_verify.sh      scripts/deploy/ssecast.service + ssecast.env.example
 #   container_check.sh     scripts/deploy/Containerfile + healthcheck.sh (no container engine here)
@@ -77,7 +78,7 @@ release_binary
 
 # ---- the suites ----
 suites=("$@")
-[ ${#suites[@]} -gt 0 ] || suites=(nginx browser eventsource systemd container metrics ui requests)
+[ ${#suites[@]} -gt 0 ] || suites=(nginx browser private eventsource systemd container metrics ui requests)
 for s in "${suites[@]}"; do
   case $s in
     nginx) run nginx 180 python3 nginx_test.py ;;
@@ -88,7 +89,8 @@ for s in "${suites[@]}"; do
     metrics) run metrics 120 python3 metrics_test.py ;;
     requests) run requests 60 python3 requests_test.py ;;
     ui) run ui 180 node --test --test-concurrency=1 ui.test.mjs ;;
-    *) die "unknown suite '$s' (nginx browser eventsource systemd container metrics ui requests)" ;;
+    private) run private 120 node --test --test-concurrency=1 private_browser.test.mjs ;;
+    *) die "unknown suite '$s' (nginx browser private eventsource systemd container metrics ui requests)" ;;
   esac
 done
 
