@@ -85,7 +85,7 @@ if [ ${#missing[@]} -eq 0 ]; then ok "every COPY source exists in the build cont
 # (cargo check, offline, from the local registry cache that the release build filled).
 if [ ${#missing[@]} -eq 0 ] && command -v cargo >/dev/null; then
   mkdir -p "$TMP/ctx"
-  while read -r src; do cp -r "$REPO/$src" "$TMP/ctx/"; done < <(printf '%s\n' "$instr" | grep -E '^COPY ' | grep -v -- '--from=' | awk '{for (i = 2; i < NF; i++) if ($i !~ /^--/) print $i}' | grep -v '^scripts/')
+  while read -r src; do mkdir -p "$TMP/ctx/$(dirname "$src")"; cp -r "$REPO/$src" "$TMP/ctx/$src"; done < <(printf '%s\n' "$instr" | grep -E '^COPY ' | grep -v -- '--from=' | awk '{for (i = 2; i < NF; i++) if ($i !~ /^--/) print $i}' | grep -v '^scripts/')
   if out=$(cd "$TMP/ctx" && CARGO_TARGET_DIR="$TMP/ctx-target" timeout 600 cargo check --release --locked --offline --quiet 2>&1); then
     ok "the build stage's COPY set compiles on its own (cargo check --release --locked)"
   else
