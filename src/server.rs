@@ -16,7 +16,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::channel::{Appended, Hub, Limits, PublishError, Stamp};
+use crate::channel::{Appended, Hub, Limits, PublishError};
 use crate::clock::{Clock, Jitter};
 use crate::config::Config;
 use crate::conn::{self, Conn, Phase};
@@ -427,15 +427,6 @@ impl Server {
         }
     }
 
-    /// The time of a publish or a new channel: the wall clock for ids,
-    /// this turn's monotonic time for ages.
-    pub(crate) fn stamp(&self) -> Stamp {
-        Stamp {
-            unix_us: self.clock.unix_micros(),
-            mono_ms: self.clock.ms(),
-        }
-    }
-
     fn log_dropped(&mut self) {
         if let Some(why) = self.dropped_slow.first() {
             log::warn!(
@@ -444,40 +435,6 @@ impl Server {
             );
             self.dropped_slow.clear();
         }
-    }
-
-    /// Once a second while anyone watches `/events/status/stream`, publish
-    /// the status document to the status channels (names in the first).
-    fn publish_status(&mut self) {
-        let Some(next) = self.status_next else {
-            return;
-        };
-        if self.clock.now() < next {
-            return;
-        }
-        // The status channels (`$status` with channel names, then
-        // `$status:totals` without), by name: a freed channel's index may
-        // belong to another by now.
-        let mut watched = false;
-        let names = [
-            crate::routes::STATUS_CHANNEL,
-            crate::routes::STATUS_TOTALS_CHANNEL,
-        ];
-        for (i, name) in names.into_iter().enumerate() {
-            let Some(ch) = self
-                .hub
-                .find(name)
-                .filter(|&ch| !self.hub.get(ch).subscribers.is_empty())
-            else {
-                continue;
-            };
-            watched = true;
-            let doc = self.snapshot(i == 0).status_json().to_string();
-            if self.publish_event(ch, Some("status"), &doc).is_err() {
-                log::warn!("status document larger than the channel history; not published");
-            }
-        }
-        self.status_next = watched.then(|| self.clock.now() + Duration::from_secs(1));
     }
 
     // ---- timers -----------------------------------------------------------

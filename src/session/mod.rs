@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
+use crate::channel::Stamp;
 use crate::conn::{self, Io, Phase};
 use crate::http::{HttpError, Request};
 use crate::outbound::Verdict;
@@ -395,6 +396,49 @@ impl Server {
         let published = self.publish_all(&events);
         let answer = publish::answer(&published, publish::body_is_array(req, body));
         Ok(Reply::json(200, answer, &[], cors))
+    }
+
+    /// The time of a publish or a new channel: the wall clock for ids,
+    /// this turn's monotonic time for ages.
+    pub(crate) fn stamp(&self) -> Stamp {
+        Stamp {
+            unix_us: self.clock.unix_micros(),
+            mono_ms: self.clock.ms(),
+        }
+    }
+
+    /// Once a second while anyone watches `/events/status/stream`, publish
+    /// the status document to the status channels (names in the first).
+    pub(crate) fn publish_status(&mut self) {
+        let Some(next) = self.status_next else {
+            return;
+        };
+        if self.clock.now() < next {
+            return;
+        }
+        // The status channels (`$status` with channel names, then
+        // `$status:totals` without), by name: a freed channel's index may
+        // belong to another by now.
+        let mut watched = false;
+        let names = [
+            crate::routes::STATUS_CHANNEL,
+            crate::routes::STATUS_TOTALS_CHANNEL,
+        ];
+        for (i, name) in names.into_iter().enumerate() {
+            let Some(ch) = self
+                .hub
+                .find(name)
+                .filter(|&ch| !self.hub.get(ch).subscribers.is_empty())
+            else {
+                continue;
+            };
+            watched = true;
+            let doc = self.snapshot(i == 0).status_json().to_string();
+            if self.publish_event(ch, Some("status"), &doc).is_err() {
+                log::warn!("status document larger than the channel history; not published");
+            }
+        }
+        self.status_next = watched.then(|| self.clock.now() + Duration::from_secs(1));
     }
 
     /// Publishes validated events in order (see `routes::publish::check`).
