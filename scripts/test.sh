@@ -4,8 +4,9 @@
 # deployment tests with real programs (nginx, Chromium, the npm eventsource
 # client, Prometheus' parser, systemd-analyze), the conformance tests (h11,
 # Chromium's and Firefox's EventSource and five more SSE parsers,
-# tests/conformance), the fault scripts at CI size (scripts/faults/run_all.sh,
-# docs/faults.md: ~3 minutes) and a small run of both
+# tests/conformance), forward auth (tests/forward_auth), Redis scale-out
+# with private redis-server instances (tests/redis), the fault scripts at CI
+# size (scripts/faults/run_all.sh, docs/faults.md: ~3 minutes) and a small run of both
 # benchmark scripts (ssecast, nginx+nchan, axum, Pushpin) whose results must show
 # every event delivered exactly once, in order. Whatever is missing is
 # installed or the run fails; nothing skips itself.
@@ -48,6 +49,8 @@ echo "== conformance tests (independent HTTP and SSE clients)"
 tests/conformance/run.sh
 echo "== forward auth tests (Flask application, headless Chromium)"
 tests/forward_auth/run.sh
+echo "== redis scale-out tests"
+tests/redis/run.sh
 
 # Every fault script (slow consumers, churn, slowloris, fd exhaustion,
 # restarts, half-closed streams, channel churn) at CI size; each check
