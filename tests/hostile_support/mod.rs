@@ -1,4 +1,5 @@
-//! Helpers for `tests/hostile.rs`: an in-process hub, a raw HTTP/1.1
+//! Helpers for `tests/hostile.rs`: an in-process hub (embedded, or in Redis
+//! mode on a private `redis-server` it starts and kills), a raw HTTP/1.1
 //! connection that keeps unread bytes (pipelined responses, stream bodies),
 //! a subscriber that parses SSE with `ssecast::sse::Parser`, and publishing.
 //!
@@ -18,19 +19,51 @@ use ssecast::sse::{Event, Item, Parser};
 
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
+#[path = "../common/redis.rs"]
+pub mod redis;
+
+use redis::RedisServer;
+
+/// Where the hub keeps its channels: embedded (no Redis anywhere) or in a
+/// Redis of its own (`--redis-url`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    Local,
+    Redis,
+}
+
 // ---------------------------------------------------------------------------
 // The hub under test
 // ---------------------------------------------------------------------------
 
 pub struct Hub {
     pub addr: SocketAddr,
+    pub mode: Mode,
     handle: ssecast::ShutdownHandle,
     join: Option<JoinHandle<io::Result<()>>>,
+    /// Declared last: dropped after `Drop for Hub` has stopped the server.
+    redis: Option<RedisServer>,
+}
+
+/// What `Hub::warm_up` published to make a subscriber follow: the ids of
+/// its first and last (the sync marker) events.
+#[derive(Clone, Copy, Debug)]
+pub struct WarmUp {
+    pub first_id: u64,
+    pub last_id: u64,
 }
 
 impl Hub {
-    /// A hub on 127.0.0.1:0 with a short shutdown grace, plus `flags`.
+    /// An embedded hub on 127.0.0.1:0 with a short shutdown grace, plus `flags`.
     pub fn start(flags: &[&str]) -> Hub {
+        Hub::start_in(Mode::Local, flags)
+    }
+
+    /// The same in `mode`; in Redis mode with a private redis-server, and
+    /// returned once `/health` says `"redis": "up"`.
+    pub fn start_in(mode: Mode, flags: &[&str]) -> Hub {
+        let redis = (mode == Mode::Redis).then(|| RedisServer::start(&[]));
+        let url = redis.as_ref().map(RedisServer::url);
         let mut args: Vec<&str> = vec![
             "--bind",
             "127.0.0.1:0",
@@ -39,6 +72,9 @@ impl Hub {
             "--access-log",
             "false",
         ];
+        if let Some(u) = &url {
+            args.extend(["--redis-url", u.as_str()]);
+        }
         args.extend_from_slice(flags);
         let cfg = ssecast::Config::from_args(&args)
             .unwrap_or_else(|e| panic!("config {args:?} refused: {e}"));
@@ -46,10 +82,84 @@ impl Hub {
         let addr = server.local_addr();
         let handle = server.shutdown_handle();
         let join = thread::spawn(move || server.run());
-        Hub {
+        let hub = Hub {
             addr,
+            mode,
             handle,
             join: Some(join),
+            redis,
+        };
+        if mode == Mode::Redis {
+            hub.wait_redis_up();
+        }
+        hub
+    }
+
+    /// Polls `/health` until it says `"redis": "up"` (the link is the
+    /// hub's own business; its answer is the signal).
+    fn wait_redis_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            self.assert_alive();
+            let mut c = self.connect();
+            c.send(&get("/health"));
+            if let Ok(r) = c.read_response() {
+                if let Ok(v) = r.json() {
+                    if v["redis"] == "up" {
+                        return;
+                    }
+                    last = v.to_string();
+                }
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the hub's /health did not say \"redis\": \"up\" within 10 s: {last}");
+    }
+
+    /// Makes `sub` (on channel `default`) really follow: publishes warm-up
+    /// events until one arrives, then a sync marker, and reads up to it.
+    /// In Redis mode a subscriber may start following a moment after its
+    /// 200; the hub's delivery, not a sleep, says when it does.
+    pub fn warm_up(&self, sub: &mut Subscriber) -> WarmUp {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut first_id = None;
+        sub.conn
+            .stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        for i in 0.. {
+            assert!(
+                Instant::now() < deadline,
+                "warm-up: no event reached the subscriber within 10 s"
+            );
+            let r = self.publish(serde_json::json!({ "data": format!("warm-up-{i}") }));
+            if r.status != 200 {
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            let id = r.json().unwrap()["id"].as_u64().expect("warm-up id");
+            first_id.get_or_insert(id);
+            if sub.next_event().is_ok() {
+                break;
+            }
+        }
+        sub.conn.stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let r = self.publish(serde_json::json!({ "data": "warm-up-done" }));
+        assert_eq!(r.status, 200, "warm-up marker: {r:?}");
+        let last_id = r.json().unwrap()["id"].as_u64().expect("warm-up marker id");
+        let got = sub
+            .events_until("warm-up-done")
+            .unwrap_or_else(|m| panic!("warm-up: {m}"));
+        assert!(
+            got[..got.len() - 1]
+                .iter()
+                .all(|e| e.data.starts_with("warm-up-")),
+            "warm-up: other events before the marker: {got:?}"
+        );
+        WarmUp {
+            first_id: first_id.unwrap(),
+            last_id,
         }
     }
 
