@@ -569,13 +569,13 @@ class Sse:
 
     # -- bytes -------------------------------------------------------------
     def _recv(self, deadline):
+        """One read: blocking until `deadline`, or a non-blocking look when
+        it has passed. False when nothing came (or EOF)."""
         left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        self.sock.settimeout(left)
+        self.sock.settimeout(left if left > 0 else 0.0)
         try:
             b = self.sock.recv(65536)
-        except socket.timeout:
+        except (socket.timeout, BlockingIOError):
             return False
         except ConnectionResetError:
             b = b""
