@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod cache;
 pub mod http;
+pub mod redis;
 pub mod resp;
 
 pub use auth::{is_outbound, Asker, Verdict, TOKEN_BASE};

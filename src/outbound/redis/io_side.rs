@@ -14,7 +14,12 @@ use crate::outbound::resp::Reply;
 
 impl<W> Line<W> {
     /// Opens the socket when a retry is due.
-    fn connect(&mut self, target: &pipe::Target, registry: &Registry, now: Instant) -> Result<(), String> {
+    fn connect(
+        &mut self,
+        target: &pipe::Target,
+        registry: &Registry,
+        now: Instant,
+    ) -> Result<(), String> {
         if self.state != State::Down || self.retry_at.is_some_and(|t| t > now) {
             return Ok(());
         }
@@ -39,9 +44,17 @@ impl<W> Line<W> {
 }
 
 /// A handshake for one connection: AUTH and SELECT as needed.
-fn hello<W>(session: &mut Session<W>, w: impl Fn() -> W, auth: &Option<(Option<String>, String)>, db: u32, deadline: Instant) {
+fn hello<W>(
+    session: &mut Session<W>,
+    w: impl Fn() -> W,
+    auth: &Option<(Option<String>, String)>,
+    db: u32,
+    deadline: Instant,
+) {
     match auth {
-        Some((Some(user), pass)) => session.push(w(), &[b"AUTH", user.as_bytes(), pass.as_bytes()], deadline),
+        Some((Some(user), pass)) => {
+            session.push(w(), &[b"AUTH", user.as_bytes(), pass.as_bytes()], deadline)
+        }
         Some((None, pass)) => session.push(w(), &[b"AUTH", pass.as_bytes()], deadline),
         None => {}
     }
@@ -67,15 +80,15 @@ impl Link {
     /// Once per loop turn: reconnects that are due, late replies, the
     /// follow read, and writing what was queued.
     pub fn tick(&mut self, now: Instant, registry: &Registry) {
-        for late in [
-            self.cmd.session.oldest_deadline().is_some_and(|d| d <= now),
-            false,
-        ] {
-            if late {
-                self.fail_cmd(registry, now, "Redis did not answer in time", true);
-            }
+        if self.cmd.session.oldest_deadline().is_some_and(|d| d <= now) {
+            self.fail_cmd(registry, now, "Redis did not answer in time", true);
         }
-        if self.follow.session.oldest_deadline().is_some_and(|d| d <= now) {
+        if self
+            .follow
+            .session
+            .oldest_deadline()
+            .is_some_and(|d| d <= now)
+        {
             self.fail_follow(registry, now, "the follow read was not answered in time");
         }
         if let Err(e) = self.cmd.connect(&self.target, registry, now) {
@@ -133,17 +146,14 @@ impl Link {
         let mut requeue = Vec::new();
         for w in waiting {
             match w {
-                Cmd::Publish { call, .. } | Cmd::Wait { call } => {
-                    if self.replicating.remove(&call).is_some() || matches!(w, Cmd::Publish { .. }) {
-                        let result = Err(if timed_out {
-                            Failure::TimedOut
-                        } else {
-                            Failure::Unavailable(why.to_string())
-                        });
-                        self.done.push(Done::Published { call, result });
-                    }
+                // Sent: it may have run, or may still run.
+                Cmd::Publish { call, .. } => self.unknown(call, why, timed_out),
+                Cmd::Wait { call } if self.replicating.remove(&call).is_some() => {
+                    self.unknown(call, why, timed_out)
                 }
-                c @ (Cmd::Replay { .. } | Cmd::Prime { .. } | Cmd::Control { .. }) => requeue.push(c),
+                c @ (Cmd::Replay { .. } | Cmd::Prime { .. } | Cmd::Control { .. }) => {
+                    requeue.push(c)
+                }
                 Cmd::Wake => self.woken = false,
                 _ => {}
             }
@@ -153,8 +163,23 @@ impl Link {
         }
         self.reloading = false;
         if was_ready {
-            log::warn!("redis {}: connection lost; publishes answer 503 until it is back", self.shown);
+            log::warn!(
+                "redis {}: connection lost; publishes answer 503 until it is back",
+                self.shown
+            );
         }
+    }
+
+    fn unknown(&mut self, call: u64, why: &str, timed_out: bool) {
+        let why = if timed_out {
+            format!("no answer within {}s", self.timeout.as_secs_f64())
+        } else {
+            why.to_string()
+        };
+        self.done.push(Done::Published {
+            call,
+            result: Err(Failure::Unknown(why)),
+        });
     }
 
     fn fail_follow(&mut self, registry: &Registry, now: Instant, why: &str) {
@@ -171,20 +196,30 @@ impl Link {
                 Some(Ok(true)) => {
                     self.cmd.state = State::Handshake;
                     let deadline = now + self.timeout;
-                    hello(&mut self.cmd.session, || Cmd::Hello, &self.auth, self.db, deadline);
+                    hello(
+                        &mut self.cmd.session,
+                        || Cmd::Hello,
+                        &self.auth,
+                        self.db,
+                        deadline,
+                    );
                     self.cmd.session.push(
                         Cmd::Policy,
                         &[b"CONFIG", b"GET", b"maxmemory-policy"],
                         deadline,
                     );
                     for (i, s) in SCRIPTS.iter().enumerate() {
-                        self.cmd
-                            .session
-                            .push(Cmd::Load(i), &[b"SCRIPT", b"LOAD", s.as_bytes()], deadline);
+                        self.cmd.session.push(
+                            Cmd::Load(i),
+                            &[b"SCRIPT", b"LOAD", s.as_bytes()],
+                            deadline,
+                        );
                     }
                 }
                 Some(Ok(false)) => return,
-                Some(Err(e)) => return self.fail_cmd(registry, now, &format!("connect: {e}"), false),
+                Some(Err(e)) => {
+                    return self.fail_cmd(registry, now, &format!("connect: {e}"), false)
+                }
                 None => return,
             }
         }
@@ -202,7 +237,9 @@ impl Link {
                     }
                 }
                 Ok(None) => return,
-                Err(e) => return self.fail_cmd(registry, now, &format!("protocol: {}", e.0), false),
+                Err(e) => {
+                    return self.fail_cmd(registry, now, &format!("protocol: {}", e.0), false)
+                }
             }
         }
     }
@@ -348,7 +385,13 @@ impl Link {
                 Some(Ok(true)) => {
                     self.follow.state = State::Handshake;
                     let deadline = now + self.timeout;
-                    hello(&mut self.follow.session, || Fol::Hello, &self.auth, self.db, deadline);
+                    hello(
+                        &mut self.follow.session,
+                        || Fol::Hello,
+                        &self.auth,
+                        self.db,
+                        deadline,
+                    );
                     if self.follow.session.is_idle() {
                         self.follow_ready();
                     }
@@ -419,7 +462,9 @@ impl Link {
                         continue;
                     }
                     self.ctl_last = id;
-                    let own = fields.iter().any(|(k, v)| k == b"o" && v == self.process.as_bytes());
+                    let own = fields
+                        .iter()
+                        .any(|(k, v)| k == b"o" && v == self.process.as_bytes());
                     if !own {
                         self.done.push(Done::Control(fields));
                     }
@@ -429,8 +474,8 @@ impl Link {
             let Some(name) = self.keys.channel_of(key) else {
                 continue;
             };
-            let parsed = script::parse_entries(&Reply::Array(entries.clone()))
-                .ok_or("bad stream entry")?;
+            let parsed =
+                script::parse_entries(&Reply::Array(entries.clone())).ok_or("bad stream entry")?;
             let Some(f) = self.followed.get_mut(name.as_str()) else {
                 continue; // no longer followed
             };

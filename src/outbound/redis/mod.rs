@@ -20,11 +20,10 @@ use std::io;
 use std::net::ToSocketAddrs;
 use std::time::{Duration, Instant};
 
-use mio::{Registry, Token};
+use mio::Token;
 
 use self::pipe::{Session, Sock, Target};
 pub use self::script::{Appended, Entry, Event, Keys};
-use super::resp::Reply;
 use crate::config::{Redis, RedisAddr};
 
 /// The command connection's token and the follow connection's.
@@ -45,8 +44,9 @@ pub const PAGE: usize = 500;
 pub enum Failure {
     /// Not connected (or the connection broke before the command was sent).
     Unavailable(String),
-    /// Sent, but not answered in time: it may still run.
-    TimedOut,
+    /// Sent, but not answered (in time, or the connection broke): it may
+    /// have run, or may still run.
+    Unknown(String),
     /// Redis answered with an error (OOM, LOADING, ...): it did not run.
     Refused(String),
 }
@@ -67,7 +67,10 @@ pub enum Done {
     /// A followed channel's tip when following began: entries after it
     /// will come as `Entries`.
     Live { channel: Box<str>, tip: u64 },
-    Entries { channel: Box<str>, entries: Vec<Entry> },
+    Entries {
+        channel: Box<str>,
+        entries: Vec<Entry>,
+    },
     /// An entry of the control stream (revocations) from another process.
     Control(Vec<(Vec<u8>, Vec<u8>)>),
 }
@@ -186,9 +189,12 @@ impl Link {
             RedisAddr::Tcp { host, port } => {
                 // Resolved once, before the loop runs: the loop never waits
                 // on a name lookup.
-                let addr = (host.as_str(), *port).to_socket_addrs()?.next().ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"))
-                })?;
+                let addr = (host.as_str(), *port)
+                    .to_socket_addrs()?
+                    .next()
+                    .ok_or_else(|| {
+                        io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"))
+                    })?;
                 Target::Tcp(addr)
             }
         };
@@ -276,14 +282,20 @@ impl Link {
     ) -> Result<(), Failure> {
         if !self.is_up() {
             self.stats.publish_refused += 1;
-            let why = self.stats.last_error.clone().unwrap_or_else(|| "connecting".into());
+            let why = self
+                .stats
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "connecting".into());
             return Err(Failure::Unavailable(why));
         }
         let sha = self.shas[0].clone().unwrap_or_default();
         let mut args: Vec<Vec<u8>> = vec![b"EVALSHA".to_vec(), sha.into_bytes()];
         args.push((1 + 2 * events.len()).to_string().into_bytes());
         args.push(match (stored, events.first()) {
-            (Some((scope, _)), Some(first)) => self.keys.idempotency(first.channel, scope).into_bytes(),
+            (Some((scope, _)), Some(first)) => {
+                self.keys.idempotency(first.channel, scope).into_bytes()
+            }
             _ => Vec::new(),
         });
         for e in events {
@@ -310,7 +322,11 @@ impl Link {
         args.push(self.idempotency_ms.max(1).to_string().into_bytes());
         args.push(prefix.as_bytes().to_vec());
         for e in events {
-            args.push(if e.event.is_some() { b"1".to_vec() } else { b"0".to_vec() });
+            args.push(if e.event.is_some() {
+                b"1".to_vec()
+            } else {
+                b"0".to_vec()
+            });
             args.push(e.event.unwrap_or("").as_bytes().to_vec());
             args.push(e.data.as_bytes().to_vec());
         }
@@ -319,9 +335,11 @@ impl Link {
             let ms = self.timeout.as_millis().to_string();
             let n = self.wait_replicas.to_string();
             let deadline = now + self.timeout * 2;
-            self.cmd
-                .session
-                .push(Cmd::Wait { call }, &[b"WAIT", n.as_bytes(), ms.as_bytes()], deadline);
+            self.cmd.session.push(
+                Cmd::Wait { call },
+                &[b"WAIT", n.as_bytes(), ms.as_bytes()],
+                deadline,
+            );
         }
         Ok(())
     }
@@ -348,7 +366,8 @@ impl Link {
             return;
         }
         let key = self.keys.stream(channel);
-        self.followed.insert(channel.into(), Followed { key, last: None });
+        self.followed
+            .insert(channel.into(), Followed { key, last: None });
         self.send_or_queue(
             Cmd::Prime {
                 channel: channel.into(),
@@ -360,7 +379,13 @@ impl Link {
     /// Follows a channel from an id the process already has (its ring).
     pub fn follow_from(&mut self, channel: &str, last: u64) {
         let key = self.keys.stream(channel);
-        self.followed.insert(channel.into(), Followed { key, last: Some(last) });
+        self.followed.insert(
+            channel.into(),
+            Followed {
+                key,
+                last: Some(last),
+            },
+        );
         self.wake_follow();
     }
 
@@ -409,9 +434,8 @@ impl Link {
         match &c {
             Cmd::Publish { args, .. } | Cmd::Replay { args, .. } | Cmd::Control { args } => {
                 let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-                let mut s = std::mem::take(&mut self.cmd.session);
-                s.push(c, &refs, deadline);
-                self.cmd.session = s;
+                self.cmd.session.write(&refs);
+                self.cmd.session.expect(c, deadline);
             }
             Cmd::Prime { channel } => {
                 let sha = self.shas[1].clone().unwrap_or_default();

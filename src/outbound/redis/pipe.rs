@@ -37,7 +37,17 @@ impl<W> Default for Session<W> {
 impl<W> Session<W> {
     /// Queues a command; its reply goes to `what`, due by `deadline`.
     pub fn push(&mut self, what: W, args: &[&[u8]], deadline: Instant) {
+        self.write(args);
+        self.expect(what, deadline);
+    }
+
+    /// Queues a command whose reply is then `expect`ed.
+    pub fn write(&mut self, args: &[&[u8]]) {
         resp::command(&mut self.out, args);
+    }
+
+    /// The reply to the last command written goes to `what`.
+    pub fn expect(&mut self, what: W, deadline: Instant) {
         self.waiting.push_back((what, deadline));
     }
 
@@ -70,10 +80,6 @@ impl<W> Session<W> {
         self.waiting.is_empty()
     }
 
-    pub fn pending(&self) -> usize {
-        self.waiting.len()
-    }
-
     /// Everything still owed a reply, oldest first; the session is empty
     /// afterwards (the connection is gone).
     pub fn take_waiting(&mut self) -> Vec<W> {
@@ -101,6 +107,7 @@ impl<W> Session<W> {
         Ok(())
     }
 
+    #[cfg(test)]
     pub fn has_output(&self) -> bool {
         !self.out.is_empty()
     }
@@ -224,7 +231,10 @@ mod tests {
         let mut s: Session<u32> = Session::default();
         s.push(1, &[b"GET", b"a"], now);
         s.push(2, &[b"GET", b"b"], now + Duration::from_secs(1));
-        assert_eq!(s.out, b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n*2\r\n$3\r\nGET\r\n$1\r\nb\r\n");
+        assert_eq!(
+            s.out,
+            b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n*2\r\n$3\r\nGET\r\n$1\r\nb\r\n"
+        );
         assert_eq!(s.oldest_deadline(), Some(now));
         let wire = b"$1\r\nx\r\n-ERR no\r\n";
         // Split at every byte: nothing is handed out before it is whole.

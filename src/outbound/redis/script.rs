@@ -299,9 +299,12 @@ pub fn parse_xread(r: &Reply) -> Option<Vec<(Vec<u8>, Vec<Entry>)>> {
     }
 }
 
+/// An entry's fields as they came.
+pub type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A raw XREAD entry's fields, for streams that are not channels (the
 /// control stream): `(id, [(field, value)])`.
-pub fn raw_fields(r: &Reply) -> Option<(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)> {
+pub fn raw_fields(r: &Reply) -> Option<(Vec<u8>, Fields)> {
     let Reply::Array(pair) = r else { return None };
     let [id, Reply::Array(fields)] = pair.as_slice() else {
         return None;
@@ -330,7 +333,10 @@ mod tests {
         assert_ne!(k.stream("a:b"), k.stream("a%3Ab"));
         assert_eq!(k.meta("ü"), "ssecast:{%C3%BC}:m");
         for name in ["news", "a}b{c", "a:b", "a%3Ab", "ü", "x y"] {
-            assert_eq!(k.channel_of(k.stream(name).as_bytes()).as_deref(), Some(name));
+            assert_eq!(
+                k.channel_of(k.stream(name).as_bytes()).as_deref(),
+                Some(name)
+            );
         }
         assert_eq!(k.channel_of(b"other:{x}:s"), None);
         assert_eq!(k.channel_of(k.meta("x").as_bytes()), None);
