@@ -152,14 +152,38 @@ def test_redis_restarted_empty_gives_history_lost_once():
         assert all(e.nid > old[-1] for e in got), f"live events not above the old ids: {got}"
         assert [e.data for e in got][-2:] == ["new1", "new2"], got
 
-        # The subscriber that stayed on A through the restart: the new events,
-        # above the old ids, and at most one history-lost.
-        got = sa.read_until("new2")
-        print(f"     subscriber kept through the restart: {len(history_lost(got))} history-lost, "
-              f"then {[e.data for e in got if e.event != 'history-lost']}")
-        assert len(history_lost(got)) <= 1, got
-        real = [e for e in got if e.event != "history-lost"]
-        assert [e.data for e in real] == ["new0", "new1", "new2"] and [e.nid for e in real] == new, got
+        # The subscriber that stayed on A through the restart: either its
+        # stream goes on (at most one history-lost, then the new events), or
+        # it ends and the reconnect an EventSource makes with its last id
+        # gets history-lost once, then live events above the old ids.
+        got = []
+        while not got or got[-1].data != "new2":
+            ev = sa.next_event(10)
+            if ev is None:
+                break
+            got.append(ev)
+        if sa.eof and (not got or got[-1].data != "new2"):
+            print(f"     subscriber kept through the restart: its stream ended after {[e.data for e in got]}; "
+                  f"reconnecting with Last-Event-ID {sa.last_id}")
+            assert all(e.nid > old[-1] for e in got if e.event != "history-lost"), got
+            again = lab.subscribe(A, "np", last_id=sa.last_id)
+            first = again.expect_event(what="history-lost")
+            assert first.event == "history-lost" and json.loads(first.data)["last_event_id"] == str(sa.last_id), first
+            n3 = pa.must("np", "new3").id
+            rest = again.read_until("new3")
+            ids = [first.nid] + [e.nid for e in rest]
+            assert not history_lost(rest) and all(a < b for a, b in zip(ids, ids[1:])), \
+                f"after history-lost on A: {first} then {rest}"
+            assert all(e.nid > old[-1] for e in rest) and rest[-1].nid == n3, rest
+            assert [e.data for e in rest] in (["new0", "new1", "new2", "new3"], ["new1", "new2", "new3"],
+                                              ["new2", "new3"], ["new3"]), rest
+        else:
+            print(f"     subscriber kept through the restart: {len(history_lost(got))} history-lost, "
+                  f"then {[e.data for e in got if e.event != 'history-lost']}")
+            assert got and got[-1].data == "new2", f"kept subscriber: {got} (eof={sa.eof})"
+            assert len(history_lost(got)) <= 1, got
+            real = [e for e in got if e.event != "history-lost"]
+            assert [e.data for e in real] == ["new0", "new1", "new2"] and [e.nid for e in real] == new, got
         A.assert_alive()
         B.assert_alive()
 
@@ -204,6 +228,7 @@ def test_sigstopped_redis_publishes_503_while_health_and_heartbeats_go_on():
                 t0 = time.monotonic()
                 answers.append((key, data, pa.publish("st", data, key=key), t0))
                 i += 1
+                time.sleep(0.05)  # a publisher's pace, not a synchronisation
 
         r.stop()
         t_stop = time.monotonic()
@@ -240,7 +265,8 @@ def test_sigstopped_redis_publishes_503_while_health_and_heartbeats_go_on():
         # timeout and cannot know whether the append happened.
         first = during[0][2]
         assert first.elapsed >= TIMEOUT * 0.9, f"the first publish after SIGSTOP did not wait for the timeout: {first}"
-        assert "unknown" in json.loads(first.body)["error"].lower(), \
+        msg = json.loads(first.body)["error"].lower()
+        assert "unknown" in msg or "may or may not" in msg, \
             f"a timed-out publish must say its outcome is unknown: {first}"
         print(f"     publishes during the outage: {len(during)} x 503, slowest {max(a.elapsed for _, _, a, _ in during):.3f} s")
 
@@ -416,7 +442,8 @@ def test_startup_config_and_redis_away_at_start():
         F = lab.hub("pw-file", "--redis-password-file", pwfile, redis=f"redis://127.0.0.1:{rp.port}")
         F.wait_redis_up()
         for h in (U, F):
-            assert pw not in h.log_text(), f"hub {h.name} logged the password"
+            logged = "".join(l for l in h.log_text().splitlines(True) if not l.startswith("### "))
+            assert pw not in logged, f"hub {h.name} logged the password"
             assert pw not in json.dumps(h.status()), f"hub {h.name}'s status shows the password"
 
 

@@ -328,18 +328,23 @@ class Hub:
             self.proc = spawn(argv, stdout=subprocess.DEVNULL, stderr=self.log, env=env)
             if expect_exit:
                 return
-            m = wait_until(lambda: self.proc.poll() is not None or self._listening(),
-                           10, f"hub {name}: 'listening on'")
-            if self.proc.poll() is not None:
-                text = self._own_log()
-                _live.pop(self.proc.pid, None)
-                if admin and "in use" in text:
-                    continue  # the admin port was taken meanwhile
-                raise AssertionError(f"hub {name} exited {self.proc.returncode}: {text[-3000:]}")
-            self.port = m
-            wait_until(lambda: self.get("/health")[0] == 200, 10, f"hub {name}: /health")
-            if admin:
-                wait_until(lambda: self.get("/health", admin=True)[0] == 200, 10, f"hub {name}: admin /health")
+            try:
+                m = wait_until(lambda: self.proc.poll() is not None or self._listening(),
+                               10, f"hub {name}: 'listening on'")
+                if self.proc.poll() is not None:
+                    text = self._own_log()
+                    _live.pop(self.proc.pid, None)
+                    if admin and "in use" in text and f":{self.admin_port}" in text:
+                        continue  # the admin port was taken meanwhile
+                    raise AssertionError(f"hub {name} exited {self.proc.returncode}: {text[-3000:]}")
+                self.port = m
+                wait_until(lambda: self.get("/health")[0] == 200, 10, f"hub {name}: /health")
+                if admin:
+                    wait_until(lambda: self.get("/health", admin=True)[0] == 200, 10,
+                               f"hub {name}: /health on its --admin-bind 127.0.0.1:{self.admin_port}")
+            except BaseException:
+                end(self.proc)  # a hub that is not ready is not left behind
+                raise
             return
         raise AssertionError(f"hub {name}: no free admin port after 6 attempts")
 
