@@ -54,11 +54,11 @@ def test_kill9_with_appendfsync_always_loses_no_acknowledged_event():
         phase = ["before"]
         stop = threading.Event()
 
-        def publisher():
+        def publisher(pub, tag):
             i = 0
             while not stop.is_set():
-                a = pa.publish("dur", f"d{i}")
-                answers.append((phase[0], f"d{i}", a))
+                a = pub.publish("dur", f"d{tag}-{i}")
+                answers.append((phase[0], f"d{tag}-{i}", a))
                 i += 1
                 if a.status != 200:
                     time.sleep(0.02)
@@ -66,21 +66,26 @@ def test_kill9_with_appendfsync_always_loses_no_acknowledged_event():
         def acked(ph=None):
             return [x for x in answers if x[2].status == 200 and (ph is None or x[0] == ph)]
 
-        t = threading.Thread(target=publisher)
-        t.start()
+        # Four publishers on two processes, so that appends are in flight
+        # when Redis dies.
+        ts = [threading.Thread(target=publisher, args=(h.publisher(timeout=5), f"{h.name}{j}"))
+              for h in (A, B) for j in range(2)]
+        for t in ts:
+            t.start()
         try:
-            wait_until(lambda: len(acked("before")) >= 60, 20, "60 acknowledged publishes")
+            wait_until(lambda: len(acked("before")) >= 200, 20, "200 acknowledged publishes")
             phase[0] = "down"
             r.kill9()
             n = len(answers)
-            wait_until(lambda: len([x for x in answers[n:] if x[2].status != 200]) >= 3, 10,
+            wait_until(lambda: len([x for x in answers[n:] if x[2].status != 200]) >= 8, 10,
                        "publishes refused while Redis is dead")
             phase[0] = "after"
             r.start()  # same directory (appendonlydir), same socket
-            wait_until(lambda: len(acked("after")) >= 60, 30, "60 acknowledged publishes after the restart")
+            wait_until(lambda: len(acked("after")) >= 200, 30, "200 acknowledged publishes after the restart")
         finally:
             stop.set()
-            t.join(15)
+            for t in ts:
+                t.join(15)
         for ph, d, a in answers:
             if a.status != 200:
                 assert a.status == 503, f"{d} during the outage: {a}"
@@ -90,6 +95,9 @@ def test_kill9_with_appendfsync_always_loses_no_acknowledged_event():
         before_max = max(a.id for ph, _, a in ok if ph == "before")
         after_min = min(a.id for ph, _, a in ok if ph == "after")
         assert after_min > before_max, f"ids went backwards across the Redis restart: {before_max} -> {after_min}"
+        for tag in {d.rsplit("-", 1)[0] for d in ack_ids}:
+            mine = sorted((int(d.rsplit("-", 1)[1]), i) for d, i in ack_ids.items() if d.rsplit("-", 1)[0] == tag)
+            assert all(a[1] < b[1] for a, b in zip(mine, mine[1:])), f"publisher {tag}: ids not rising with its order"
 
         def check(events, what):
             assert not history_lost(events), f"{what}: history-lost with nothing lost: {history_lost(events)}"
@@ -418,6 +426,19 @@ def test_startup_config_and_redis_away_at_start():
         env_p = subprocess.run([BIN, "--check-config"], capture_output=True, text=True, timeout=10,
                                env=dict(os.environ, SSE_REDIS_URL="ftp://x"))
         assert env_p.returncode == 2, f"SSE_REDIS_URL=ftp://x: exit {env_p.returncode}"
+
+        # maxmemory-policy: a loud warning unless noeviction.
+        ev = lab.redis("--maxmemory-policy", "allkeys-lru")
+        W = lab.hub("evicting", redis=ev)
+        W.wait_redis_up()
+        wait_until(lambda: re.search(r"(?i)WARN.*maxmemory-policy", W.log_text()), 5,
+                   "a warning about maxmemory-policy allkeys-lru")
+        ne = lab.redis()
+        N = lab.hub("noeviction", redis=ne)
+        N.wait_redis_up()
+        N.publisher().must("c", "w")
+        assert not re.search(r"(?i)maxmemory-policy.*(evict|lru|warn)|WARN.*maxmemory", N.log_text()), \
+            f"a maxmemory warning with noeviction: {N.log_tail(5)}"
 
         # Away at startup: the hub starts degraded and connects when it can.
         r = lab.redis()

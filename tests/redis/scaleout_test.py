@@ -194,6 +194,95 @@ def test_resume_on_another_process_gets_exactly_the_missed_events():
             h.assert_alive()
 
 
+def test_trimmed_or_expired_history_is_history_lost_and_only_then():
+    """--history-events N trims the stream in Redis (MAXLEN ~: whole nodes):
+    a resume from an id that is gone gets history-lost (first_available_id
+    is the oldest entry Redis holds), one from an id still held gets exactly
+    the rest. --history-ttl: an event older than it is gone on a process
+    that never saw it, too."""
+    with Lab("trim") as lab:
+        r = lab.redis()
+        A = lab.hub("A", "--history-events", "10", redis=r)
+        A.wait_redis_up()
+        pa = A.publisher()
+        ids = []
+        for b in range(4):
+            a = pa.batch([{"channel": "trim", "data": f"t{b * 100 + i}"} for i in range(100)])
+            assert a.status == 200, a
+            ids += a.ids
+        key = "ssecast:{trim}:s"
+        xlen = r.cmd("XLEN", key)
+        assert 10 <= xlen < 400, f"XLEN {key} = {xlen} after 400 appends with --history-events 10"
+        oldest = int(r.cmd("XRANGE", key, "-", "+", "COUNT", "1")[0][0].split(b"-")[0])
+        k = ids.index(oldest)
+        assert k > 0, "nothing was trimmed"
+        B = lab.hub("B", redis=r)
+        B.wait_redis_up()
+        gone = lab.subscribe(B, "trim", last_id=ids[0])
+        lost = gone.expect_event(what="history-lost")
+        assert lost.event == "history-lost", f"resume from a trimmed id: {lost}"
+        d = json.loads(lost.data)
+        assert d["last_event_id"] == str(ids[0]) and d.get("first_available_id") == oldest, \
+            f"history-lost {d}, oldest entry in Redis {oldest}"
+        held = lab.subscribe(B, "trim", last_id=oldest)
+        got = held.read_n(399 - k)
+        assert [e.nid for e in got] == ids[k + 1:], f"resume from the oldest held id: {len(got)} events"
+        assert not history_lost(got)
+        # The id just before the oldest held one was trimmed, but nothing
+        # after it is missing: no history-lost, every event from the oldest.
+        edge = lab.subscribe(B, "trim", last_id=ids[k - 1])
+        got = edge.read_n(400 - k)
+        assert [e.nid for e in got] == ids[k:], \
+            f"resume from the trimmed id just before the oldest held: {triples(got[:2])}"
+
+        C = lab.hub("C", "--history-ttl", "1", redis=r)
+        C.wait_redis_up()
+        pc = C.publisher()
+        old = [pc.must("ttl", f"o{i}").id for i in range(3)]
+        time.sleep(1.5)  # the age is what is tested
+        new = pc.must("ttl", "n0").id
+        D = lab.hub("D", "--history-ttl", "1", redis=r)
+        D.wait_redis_up()
+        s = lab.subscribe(D, "ttl", last_id=old[0])
+        first = s.expect_event(what="history-lost")
+        assert first.event == "history-lost", f"resume from an id older than --history-ttl: {first}"
+        # After the last expired id nothing is missing: n0 follows it.
+        caught_up = lab.subscribe(D, "ttl", last_id=old[-1])
+        ev = caught_up.expect_event()
+        assert (ev.nid, ev.data) == (new, "n0"), f"resume from the id just before n0 (expired, nothing missed): {ev}"
+        for h in (A, B, C, D):
+            h.assert_alive()
+
+
+def history_lost(events):
+    return [e for e in events if e.event == "history-lost"]
+
+
+def test_revocation_reaches_every_process():
+    """POST /events/close on A ends the channel's streams on B too (with
+    `event: closed`), and bars new ones there."""
+    with Lab("close") as lab:
+        r = lab.redis()
+        A = lab.hub("A", redis=r)
+        B = lab.hub("B", redis=r)
+        A.wait_redis_up()
+        B.wait_redis_up()
+        sb = lab.subscribe(B, "priv")
+        other = lab.subscribe(B, "open")
+        pa = A.publisher()
+        sync(pa, "priv", [sb])
+        a = pa.post({"channel": "priv", "for": 60}, path="/events/close")
+        assert a.status == 200, f"close on A: {a}"
+        ev = sb.expect_event(timeout=5, what="event: closed")
+        assert ev.event == "closed", f"the stream on B after close on A: {ev}"
+        sb.pump(5)
+        assert sb.eof, "the stream on B did not end after close on A"
+        again = lab.subscribe(B, "priv")
+        assert again.status == 403, f"a new stream on B after the revocation: {again.status}"
+        sync(pa, "open", [other])  # other channels go on
+        B.assert_alive()
+
+
 def check_idempotency(lab, hub, other=None):
     """Same key twice: the same answer, one event; another key publishes;
     the same key with another body is 422; batches too. With `other`, the
@@ -324,6 +413,8 @@ def test_two_processes_share_one_port_with_reuse_port():
 TESTS = [
     test_publish_on_one_process_reaches_all_in_the_same_order,
     test_resume_on_another_process_gets_exactly_the_missed_events,
+    test_trimmed_or_expired_history_is_history_lost_and_only_then,
+    test_revocation_reaches_every_process,
     test_idempotency_key_with_redis,
     test_idempotency_key_without_redis,
     test_two_processes_share_one_port_with_reuse_port,
