@@ -2,6 +2,7 @@
 # Redis scale-out (issue 11) against the ssecast release binary and private
 # redis-server instances, one per test, each in its own temporary directory:
 #
+#   lab.py, clients.py, fake_redis.py: the bench (tests import it from lab)
 #   lab_selftest.py   the bench itself (redis-server lifecycle, the fake Redis,
 #                     the SSE reader) against a plain hub
 #   scaleout_test.py  several processes, one event order; resume on another

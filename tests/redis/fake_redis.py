@@ -1,0 +1,145 @@
+"""A fake Redis for the Redis suite: a TCP proxy in front of a real Redis
+whose replies can be garbled, cut or delayed, counting the connections the
+hub makes (stdlib only)."""
+import socket
+import threading
+import time
+
+# ---------------------------------------------------------------------------
+# A fake Redis: a proxy whose replies can be mangled
+# ---------------------------------------------------------------------------
+
+class FakeRedis:
+    """Listens on 127.0.0.1:<free port> and forwards to `upstream` (a Redis)
+    in mode "pass". Other modes, switchable at any time:
+      garbage  nothing is forwarded; every read from the hub is answered
+               with bytes that are not RESP (also sent at once to every open
+               connection when the mode is set);
+      cut      replies are forwarded until the first one, of which half is
+               sent before both sides are closed;
+      slow     replies are held `delay` seconds before they are sent.
+    `connections` counts accepted connections."""
+
+    GARBAGE = b"\x00\xff%%% not RESP at all \xfe\r\n?\r\n"
+
+    def __init__(self, lab, upstream, delay=2.5):
+        self.lab = lab
+        self.upstream = upstream
+        self.delay = delay
+        self.mode = "pass"
+        self.connections = 0
+        self.cut = 0
+        self.lock = threading.Lock()
+        self.open = []
+        self.srv = socket.socket()
+        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(64)
+        self.port = self.srv.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+        lab.closers.append(self.close)
+
+    def set_mode(self, mode):
+        with self.lock:
+            self.mode = mode
+            conns = list(self.open)
+        if mode == "garbage":
+            for c, _u in conns:
+                try:
+                    c.sendall(self.GARBAGE)
+                except OSError:
+                    pass
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+            try:
+                u = self.upstream.client().sock
+                u.settimeout(None)
+            except OSError:
+                c.close()
+                continue
+            c.settimeout(None)
+            with self.lock:
+                self.open.append((c, u))
+            threading.Thread(target=self._up, args=(c, u), daemon=True).start()
+            threading.Thread(target=self._down, args=(c, u), daemon=True).start()
+
+    def _drop(self, c, u):
+        for s in (c, u):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+        with self.lock:
+            if (c, u) in self.open:
+                self.open.remove((c, u))
+
+    def _up(self, c, u):
+        """hub -> redis"""
+        while True:
+            try:
+                b = c.recv(65536)
+            except OSError:
+                b = b""
+            if not b:
+                self._drop(c, u)
+                return
+            if self.mode == "garbage":
+                try:
+                    c.sendall(self.GARBAGE)
+                except OSError:
+                    self._drop(c, u)
+                    return
+                continue
+            try:
+                u.sendall(b)
+            except OSError:
+                self._drop(c, u)
+                return
+
+    def _down(self, c, u):
+        """redis -> hub"""
+        while True:
+            try:
+                b = u.recv(65536)
+            except OSError:
+                b = b""
+            if not b:
+                self._drop(c, u)
+                return
+            mode = self.mode
+            try:
+                if mode == "garbage":
+                    continue
+                if mode == "cut":
+                    c.sendall(b[:max(1, len(b) // 2)])
+                    with self.lock:
+                        self.cut += 1
+                    self._drop(c, u)
+                    return
+                if mode == "slow":
+                    time.sleep(self.delay)
+                c.sendall(b)
+            except OSError:
+                self._drop(c, u)
+                return
+
+    def close(self):
+        self.closed = True
+        try:
+            self.srv.close()
+        except OSError:
+            pass
+        with self.lock:
+            conns = list(self.open)
+        for c, u in conns:
+            self._drop(c, u)
