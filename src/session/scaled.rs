@@ -116,7 +116,26 @@ impl Server {
         }
     }
 
+    /// Forgets what closed connections waited for: holds, queued replays.
+    fn prune(&mut self) {
+        let mut holds = std::mem::take(&mut self.scaled.holds);
+        holds.retain(|_, v| {
+            v.retain(|&(key, call)| held_call(self, key) == Some(call));
+            !v.is_empty()
+        });
+        self.scaled.holds = holds;
+        let mut replays = std::mem::take(&mut self.scaled.replays);
+        replays.retain(|&call, &mut key| held_call(self, key) == Some(call));
+        if let Some(link) = self.redis.as_mut() {
+            if link.queued() > 0 {
+                link.retain_replays(|call| replays.contains_key(&call));
+            }
+        }
+        self.scaled.replays = replays;
+    }
+
     fn unfollow_idle(&mut self) {
+        self.prune();
         let Some(link) = self.redis.as_ref() else {
             return;
         };
@@ -485,12 +504,9 @@ impl Server {
     fn follow(&mut self, name: &str, key: usize, call: u64) {
         let now = self.clock.now();
         if let Some(link) = self.redis.as_mut() {
-            if link.is_followed(name) {
-                // Followed, but its ring was emptied (freed, or a gap):
-                // read the tip again.
-                link.unfollow(name);
-            }
-            link.follow(name, now);
+            // Followed but with its ring emptied (freed, or a gap): its
+            // tip is read again, once.
+            link.prime(name, now);
         }
         self.scaled
             .holds
