@@ -488,3 +488,5 @@ impl Link {
 }
 
 mod io_side;
+#[cfg(test)]
+mod tests;
