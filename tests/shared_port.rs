@@ -26,6 +26,9 @@ fn shared(bind: &str) -> BinServer {
     )
 }
 
+/// Method, path, headers, body.
+type Request<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a [u8]);
+
 fn active_streams(admin: std::net::SocketAddr) -> u64 {
     let st = get_json(admin, "/events/status");
     st["connections"]["active"]
@@ -153,7 +156,7 @@ fn the_admin_address_serves_health_status_and_metrics_only() {
     assert!(m.text().contains("ssecast_connections"), "{}", m.text());
 
     // Nothing that streams or changes state.
-    let refused: [(&str, &str, &[(&str, &str)], &[u8]); 6] = [
+    let refused: [Request; 6] = [
         ("GET", "/events", &[], b""),
         ("GET", "/sse?channel=news", &[], b""),
         ("GET", "/events/status/stream", &[], b""),
