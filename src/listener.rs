@@ -396,3 +396,81 @@ impl Acceptor {
         self.paused = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loopback(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn shared_listeners_share_a_port_and_others_cannot_join() {
+        // IPv6 too where the host has ::1 (a container may have IPv6 off).
+        let v6 = std::net::TcpListener::bind("[::1]:0").is_ok();
+        let anys: &[&str] = if v6 {
+            &["127.0.0.1:0", "[::1]:0"]
+        } else {
+            &["127.0.0.1:0"]
+        };
+        for &any in anys {
+            let a = bind_shared(loopback(any)).unwrap();
+            let addr = a.local_addr().unwrap();
+            let b = bind_shared(addr).unwrap();
+            assert_eq!(b.local_addr().unwrap(), addr);
+            // A socket without SO_REUSEPORT cannot join.
+            let e = TcpListener::bind(addr).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+            let msg = bind_error(e, addr, "", false).to_string();
+            assert!(msg.contains(&addr.to_string()) && msg.contains("--reuse-port"));
+        }
+        // Nor can a shared socket join a port held without SO_REUSEPORT.
+        let plain = TcpListener::bind(loopback("127.0.0.1:0")).unwrap();
+        let addr = plain.local_addr().unwrap();
+        let e = bind_shared(addr).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        let msg = bind_error(e, addr, "", true).to_string();
+        assert!(msg.starts_with("cannot listen on 127.0.0.1:"), "{msg}");
+        assert!(msg.contains("bind()") && msg.contains("one UID"), "{msg}");
+    }
+
+    #[test]
+    fn accepts_alternate_between_ready_listeners() {
+        let poll = mio::Poll::new().unwrap();
+        let public = TcpListener::bind(loopback("127.0.0.1:0")).unwrap();
+        let admin = TcpListener::bind(loopback("127.0.0.1:0")).unwrap();
+        let (pa, aa) = (public.local_addr().unwrap(), admin.local_addr().unwrap());
+        let tokens = [Token(1), Token(2)];
+        let mut acc = Acceptor::new(public, Some(admin), poll.registry(), tokens).unwrap();
+        let _clients: Vec<_> = [pa, pa, pa, aa, aa]
+            .iter()
+            .map(|a| std::net::TcpStream::connect(a).unwrap())
+            .collect();
+        let now = Instant::now();
+        // Not ready until an event says so.
+        assert!(matches!(acc.next(now), Next::Idle));
+        acc.readable(Token(1));
+        acc.readable(Token(2));
+        let mut sides = Vec::new();
+        let deadline = now + Duration::from_secs(5);
+        while sides.len() < 5 && Instant::now() < deadline {
+            match acc.next(now) {
+                Next::Conn(_, _, side) => sides.push(side),
+                // Connections still in the handshake: wait for them.
+                Next::Idle => {
+                    acc.readable(Token(1));
+                    acc.readable(Token(2));
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Next::Failed => panic!("accept failed"),
+            }
+        }
+        use Side::{Admin, Public};
+        assert_eq!(sides, [Public, Admin, Public, Admin, Public]);
+        assert!(matches!(acc.next(now), Next::Idle));
+        acc.stop(poll.registry());
+        acc.readable(Token(1));
+        assert!(matches!(acc.next(now), Next::Idle));
+    }
+}
