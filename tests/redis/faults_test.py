@@ -382,6 +382,46 @@ def test_fake_redis_garbage_cut_and_slow_replies():
             f.close()
 
 
+def test_script_flush_is_survived_in_order():
+    """SCRIPT FLUSH behind the hub's back: the next publishes meet NOSCRIPT;
+    the hub loads its scripts again and re-sends what was in flight in its
+    original order. Every publish answers 200, each publisher's events
+    arrive in its order, once."""
+    with Lab("noscript") as lab:
+        r = lab.redis()
+        A = lab.hub("A", redis=r)
+        A.wait_redis_up()
+        s = lab.subscribe(A, "ns")
+        pubs = [A.publisher() for _ in range(4)]
+        sync(pubs[0], "ns", [s])
+        results = {}
+
+        def burst(i):
+            results[i] = [pubs[i].publish("ns", f"n{i}-{k}") for k in range(25)]
+
+        for round_ in range(3):
+            assert r.cmd("SCRIPT", "FLUSH") == "OK"
+            ts = [threading.Thread(target=burst, args=(i,)) for i in range(4)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(20)
+            bad = [(i, a) for i, rs in results.items() for a in rs if a.status != 200]
+            assert not bad, f"round {round_}: publishes after SCRIPT FLUSH: {bad[:3]}"
+            got = s.read_n(100, timeout=15)
+            ids = [e.nid for e in got]
+            assert all(a < b for a, b in zip(ids, ids[1:])), f"round {round_}: ids not rising"
+            stats = r.cmd("INFO", "errorstats").decode()
+            m = re.search(r"errorstat_NOSCRIPT:count=(\d+)", stats)
+            assert m and int(m.group(1)) > round_, f"round {round_}: the hub never met NOSCRIPT: {stats!r}"
+            for i in range(4):
+                mine = [(e.nid, e.data) for e in got if e.data.startswith(f"n{i}-")]
+                want = [(a.id, f"n{i}-{k}") for k, a in enumerate(results[i])]
+                assert mine == want, f"round {round_}, publisher {i}: {mine[:4]} vs {want[:4]}"
+        print(f"     NOSCRIPT answers met: {m.group(1)} over 3 flushes, 300 publishes all 200, in order")
+        A.assert_alive()
+
+
 def test_health_says_redis_down_with_200_and_up_after():
     with Lab("health") as lab:
         r = lab.redis()
@@ -451,6 +491,16 @@ def test_startup_config_and_redis_away_at_start():
         A.wait_redis_up(20)
         A.publisher().must("c", "y")
 
+        # A wrong password: logged, retried, /health down, never a crash.
+        rw = lab.redis("--requirepass", "right-one", tcp=True)
+        X = lab.hub("pw-wrong", "--redis-timeout", f"{TIMEOUT:g}", redis=f"redis://:wrong-one@127.0.0.1:{rw.port}")
+        wait_until(lambda: re.search(r"(?i)(WARN|ERROR).*(auth|WRONGPASS|password)", X.log_text()), 5,
+                   "a warning about the refused password")
+        assert X.health()["redis"] == "down"
+        assert X.publisher().publish("c", "x").status == 503
+        X.assert_alive()
+        assert "wrong-one" not in "".join(l for l in X.log_text().splitlines(True) if not l.startswith("### "))
+
         # A password (URL and file) is used and never shown.
         pw = "s3cret-Pw-771"
         rp = lab.redis("--requirepass", pw, tcp=True)
@@ -470,6 +520,7 @@ def test_startup_config_and_redis_away_at_start():
 
 TESTS = [
     test_startup_config_and_redis_away_at_start,
+    test_script_flush_is_survived_in_order,
     test_health_says_redis_down_with_200_and_up_after,
     test_kill9_with_appendfsync_always_loses_no_acknowledged_event,
     test_redis_restarted_empty_gives_history_lost_once,

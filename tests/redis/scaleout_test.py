@@ -9,6 +9,7 @@ Usage: scaleout_test.py [test ...]   (default: all)
 """
 import json
 import sys
+import urllib.parse
 import threading
 import time
 
@@ -283,6 +284,40 @@ def test_revocation_reaches_every_process():
         B.assert_alive()
 
 
+def test_keys_are_namespaced_encoded_and_in_the_chosen_db():
+    """--redis-prefix namespaces every key; channel names are percent-encoded
+    inside the hash tag, so names that look alike never share a stream; the
+    URL's /db selects the database."""
+    with Lab("keys") as lab:
+        r = lab.redis(tcp=True)
+        A = lab.hub("A", "--redis-prefix", "t1", redis=f"redis://127.0.0.1:{r.port}/3")
+        A.wait_redis_up()
+        names = ["a:b", "a%3Ab", "a}b{c", "x y"]
+        subs = {n: lab.subscribe(A, urllib.parse.quote(n, safe="")) for n in names}
+        p = A.publisher()
+        for n in names:
+            sync(p, n, [subs[n]])
+        for n in names:
+            p.must(n, f"only-{n}")
+        for n in names:
+            ev = subs[n].expect_event()
+            assert ev.data == f"only-{n}", f"channel {n!r} got {ev}"
+            assert subs[n].next_event(0.2) is None, f"channel {n!r} got another channel's event"
+        c = r.client()
+        try:
+            c.cmd("SELECT", "3")
+            keys = sorted(k.decode() for k in c.cmd("KEYS", "*"))
+            c.cmd("SELECT", "0")
+            in_db0 = c.cmd("KEYS", "*")
+        finally:
+            c.close()
+        for want in ("t1:{a%3Ab}:s", "t1:{a%253Ab}:s", "t1:{a%7Db%7Bc}:s", "t1:{x%20y}:s"):
+            assert want in keys, f"no key {want} in db 3: {keys}"
+        assert all(k.startswith("t1:") for k in keys), f"keys outside the prefix: {keys}"
+        assert not in_db0, f"keys in db 0 with /3 in the URL: {in_db0}"
+        A.assert_alive()
+
+
 def check_idempotency(lab, hub, other=None):
     """Same key twice: the same answer, one event; another key publishes;
     the same key with another body is 422; batches too. With `other`, the
@@ -415,6 +450,7 @@ TESTS = [
     test_resume_on_another_process_gets_exactly_the_missed_events,
     test_trimmed_or_expired_history_is_history_lost_and_only_then,
     test_revocation_reaches_every_process,
+    test_keys_are_namespaced_encoded_and_in_the_chosen_db,
     test_idempotency_key_with_redis,
     test_idempotency_key_without_redis,
     test_two_processes_share_one_port_with_reuse_port,
