@@ -17,10 +17,13 @@ class FakeRedis:
                connection when the mode is set);
       cut      replies are forwarded until the first one, of which half is
                sent before both sides are closed;
-      slow     replies are held `delay` seconds before they are sent.
+      slow     replies are held `delay` seconds before they are sent;
+      loading  every command is answered `-LOADING ...` (a Redis reading
+               its data set after a restart; see `drop_all`).
     `connections` counts accepted connections."""
 
     GARBAGE = b"\x00\xff%%% not RESP at all \xfe\r\n?\r\n"
+    LOADING = b"-LOADING Redis is loading the dataset in memory\r\n"
 
     def __init__(self, lab, upstream, delay=2.5):
         self.lab = lab
@@ -28,6 +31,8 @@ class FakeRedis:
         self.delay = delay
         self.mode = "pass"
         self.connections = 0
+        self.loading_answers = 0
+        self.accepted_at = []
         self.cut = 0
         self.lock = threading.Lock()
         self.open = []
@@ -60,6 +65,7 @@ class FakeRedis:
                 return
             with self.lock:
                 self.connections += 1
+                self.accepted_at.append(time.monotonic())
             try:
                 u = self.upstream.client().sock
                 u.settimeout(None)
@@ -84,7 +90,8 @@ class FakeRedis:
                 self.open.remove((c, u))
 
     def _up(self, c, u):
-        """hub -> redis"""
+        """hub -> redis, one complete command at a time"""
+        pending = b""
         while True:
             try:
                 b = c.recv(65536)
@@ -93,18 +100,28 @@ class FakeRedis:
             if not b:
                 self._drop(c, u)
                 return
-            if self.mode == "garbage":
+            cmds, pending = split_commands(pending + b)
+            for cmd in cmds:
+                mode = self.mode
                 try:
-                    c.sendall(self.GARBAGE)
+                    if mode == "garbage":
+                        c.sendall(self.GARBAGE)
+                    elif mode == "loading":
+                        with self.lock:
+                            self.loading_answers += 1
+                        c.sendall(self.LOADING)
+                    else:
+                        u.sendall(cmd)
                 except OSError:
                     self._drop(c, u)
                     return
-                continue
-            try:
-                u.sendall(b)
-            except OSError:
-                self._drop(c, u)
-                return
+
+    def drop_all(self):
+        """Closes every open connection, as a restarting Redis does."""
+        with self.lock:
+            conns = list(self.open)
+        for c, u in conns:
+            self._drop(c, u)
 
     def _down(self, c, u):
         """redis -> hub"""
@@ -143,3 +160,37 @@ class FakeRedis:
             conns = list(self.open)
         for c, u in conns:
             self._drop(c, u)
+
+
+def split_commands(buf):
+    """Complete commands at the start of `buf` (RESP arrays of bulk strings,
+    or inline lines), and the incomplete rest."""
+    cmds = []
+    i = 0
+    while i < len(buf):
+        start = i
+        j = buf.find(b"\r\n", i)
+        if j < 0:
+            break
+        if buf[i:i + 1] != b"*":
+            cmds.append(buf[i:j + 2])  # inline
+            i = j + 2
+            continue
+        n = int(buf[i + 1:j])
+        i = j + 2
+        complete = True
+        for _ in range(n):
+            j = buf.find(b"\r\n", i)
+            if j < 0:
+                complete = False
+                break
+            ln = int(buf[i + 1:j])
+            if len(buf) < j + 2 + ln + 2:
+                complete = False
+                break
+            i = j + 2 + ln + 2
+        if not complete:
+            i = start
+            break
+        cmds.append(buf[start:i])
+    return cmds, buf[i:]

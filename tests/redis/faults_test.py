@@ -330,6 +330,51 @@ def triples_short(events):
     return [(e.nid, e.data) for e in events][:8]
 
 
+WINDOW = 6.0     # how long reconnects to a misbehaving Redis are watched
+MAX_RATE = 4.0   # connections/s allowed in that window: backoff (50 ms doubling to 5 s) on both
+                 # of a process's connections makes about 2; no backoff makes ~16
+
+
+def observe_reconnects(f, hub, stream, window):
+    """Connections the fake sees per second for `window` seconds (and when
+    they came), while the open stream is read and /health checked."""
+    n0, t0 = f.connections, time.monotonic()
+    while time.monotonic() - t0 < window:
+        assert hub.get("/health")[0] == 200
+        stream.pump(0.25)
+        hub.assert_alive()
+    per_s = (f.connections - n0) / window
+    ts = [round(t - t0, 2) for t in f.accepted_at if t >= t0]
+    return per_s, ts
+
+
+def test_reconnects_back_off_against_a_redis_that_accepts_and_fails():
+    """Reconnect with backoff: a Redis that accepts connections and then
+    fails every request (garbage, cut replies, LOADING after a restart) must
+    see the reconnects slow down, not a steady stream of them from every
+    process at once."""
+    with Lab("backoff") as lab:
+        r = lab.redis()
+        rates = {}
+        for mode in ("garbage", "cut", "loading"):
+            f = lab.fake(r)
+            A = lab.hub(f"backoff-{mode}", "--redis-timeout", f"{TIMEOUT:g}", "--heartbeat-interval", "1", redis=f.url)
+            A.wait_redis_up()
+            s = lab.subscribe(A, "bo")
+            f.set_mode(mode)
+            f.drop_all()
+            wait_until(lambda: f.connections >= 4, 10, f"{mode}: reconnects")
+            per_s, ts = observe_reconnects(f, A, s, WINDOW)
+            rates[mode] = (per_s, ts)
+            A.kill()
+            f.close()
+        print("     " + ", ".join(f"{m}: {v[0]:.1f} connections/s" for m, v in rates.items())
+              + f" over {WINDOW:g} s (allowed {MAX_RATE:g})")
+        bad = {m: v for m, v in rates.items() if v[0] > MAX_RATE}
+        assert not bad, "no backoff: " + "; ".join(
+            f"{m} {v[0]:.1f}/s, accepted at {v[1][:25]}" for m, v in bad.items())
+
+
 def test_fake_redis_garbage_cut_and_slow_replies():
     """A Redis that answers garbage, closes mid-reply or answers slower than
     --redis-timeout: logged, reconnected (the fake counts connections), no
@@ -420,6 +465,38 @@ def test_script_flush_is_survived_in_order():
                 assert mine == want, f"round {round_}, publisher {i}: {mine[:4]} vs {want[:4]}"
         print(f"     NOSCRIPT answers met: {m.group(1)} over 3 flushes, 300 publishes all 200, in order")
         A.assert_alive()
+
+
+def test_redis_loading_after_a_restart_is_waited_out():
+    """A Redis that restarts and answers -LOADING for a while (the fake
+    drops every connection, then answers LOADING to every command): the hub
+    waits it out (publishes 503, /health "down", streams with heartbeats),
+    then works again without a restart of its own."""
+    with Lab("loading") as lab:
+        r = lab.redis()
+        f = lab.fake(r)
+        A = lab.hub("A", "--redis-timeout", f"{TIMEOUT:g}", "--heartbeat-interval", "1", redis=f.url)
+        A.wait_redis_up()
+        s = lab.subscribe(A, "ld")
+        pa = A.publisher()
+        sync(pa, "ld", [s])
+        f.set_mode("loading")
+        f.drop_all()
+        wait_until(lambda: f.loading_answers >= 1, 10, "the hub's first command after the restart")
+        wait_until(lambda: A.health()["redis"] == "down", 5, "/health redis down while loading")
+        a = pa.publish("ld", "while-loading")
+        assert a.status == 503, f"publish while Redis is loading: {a}"
+        t0 = time.monotonic()
+        s.pump(2.0)
+        assert any(t > t0 for t, _ in s.comments), "no heartbeat while Redis was loading"
+        print(f"     LOADING answers sent: {f.loading_answers}, connections {f.connections}")
+        A.assert_alive()
+        f.set_mode("pass")
+        A.wait_redis_up(15)
+        p = publish_until_ok(pa, "ld", "loaded", key="loaded")
+        got = s.read_until("loaded")
+        assert [e.data for e in got] == ["loaded"] and got[0].nid == p.id, f"after loading: {triples_short(got)}"
+        assert "panicked" not in A.log_text()
 
 
 def test_health_says_redis_down_with_200_and_up_after():
@@ -526,6 +603,8 @@ TESTS = [
     test_redis_restarted_empty_gives_history_lost_once,
     test_sigstopped_redis_publishes_503_while_health_and_heartbeats_go_on,
     test_fake_redis_garbage_cut_and_slow_replies,
+    test_redis_loading_after_a_restart_is_waited_out,
+    test_reconnects_back_off_against_a_redis_that_accepts_and_fails,
 ]
 
 if __name__ == "__main__":

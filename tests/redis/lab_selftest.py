@@ -86,9 +86,21 @@ def test_fake_redis_modes():
         c = conn()
         t0 = time.monotonic()
         assert c.cmd("PING") == "PONG" and time.monotonic() - t0 >= 0.6
+        f.set_mode("loading")
+        try:
+            c.cmd("PING")
+            raise AssertionError("no LOADING error")
+        except L.RespError as e:
+            assert str(e).startswith("LOADING"), e
         f.set_mode("pass")
         assert c.cmd("PING") == "PONG"
+        c.sock.sendall(resp_encode("SET", "a", "1") + resp_encode("GET", "a")[:7])
+        assert c.read() == "OK"
+        c.sock.sendall(resp_encode("GET", "a")[7:])
+        assert c.read() == b"1"
         assert f.connections == 3, f.connections
+        f.drop_all()
+        assert c.sock.recv(10) == b""
 
 
 def test_sse_reader_and_sync_against_a_plain_hub():
