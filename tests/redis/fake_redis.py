@@ -15,7 +15,8 @@ class FakeRedis:
       garbage  nothing is forwarded; every read from the hub is answered
                with bytes that are not RESP (also sent at once to every open
                connection when the mode is set);
-      cut      replies are forwarded until the first one, of which half is
+      cut      replies are forwarded until the first one, of which half (of
+               the first reply in that read) is
                sent before both sides are closed;
       slow     replies are held `delay` seconds before they are sent;
       loading  every command is answered `-LOADING ...` (a Redis reading
@@ -138,7 +139,10 @@ class FakeRedis:
                 if mode == "garbage":
                     continue
                 if mode == "cut":
-                    c.sendall(b[:max(1, len(b) // 2)])
+                    # Half of the first reply: the chunk may hold more than
+                    # one, and a complete first reply would be an answer.
+                    first = reply_end(b, 0) or len(b)
+                    c.sendall(b[:max(1, first // 2)])
                     with self.lock:
                         self.cut += 1
                     self._drop(c, u)
@@ -194,3 +198,25 @@ def split_commands(buf):
             break
         cmds.append(buf[start:i])
     return cmds, buf[i:]
+
+
+def reply_end(buf, i):
+    """Where the RESP2 reply starting at `buf[i]` ends; None if incomplete."""
+    j = buf.find(b"\r\n", i)
+    if j < 0:
+        return None
+    t = buf[i:i + 1]
+    if t in (b"+", b"-", b":"):
+        return j + 2
+    n = int(buf[i + 1:j])
+    if t == b"$":
+        end = j + 2 + max(n, 0) + (2 if n >= 0 else 0)
+        return end if len(buf) >= end else None
+    if t == b"*":
+        k = j + 2
+        for _ in range(max(n, 0)):
+            k = reply_end(buf, k)
+            if k is None:
+                return None
+        return k
+    return len(buf)  # not RESP: the whole read

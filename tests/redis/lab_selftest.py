@@ -82,6 +82,10 @@ def test_fake_redis_modes():
                 break
             got += b
         assert 0 < len(got) < len(b"$16\r\n0123456789abcdef\r\n"), got
+        from fake_redis import reply_end
+        two = b"*2\r\n$1\r\na\r\n:5\r\n+OK\r\n"
+        assert reply_end(two, 0) == len(two) - 5 and reply_end(two[:9], 0) is None
+        assert reply_end(b"$-1\r\n", 0) == 5 and reply_end(b"*-1\r\n", 0) == 5
         f.set_mode("slow")
         c = conn()
         t0 = time.monotonic()
