@@ -568,6 +568,20 @@ def test_startup_config_and_redis_away_at_start():
         A.wait_redis_up(20)
         A.publisher().must("c", "y")
 
+        # A host name is looked up (off the loop); one that does not resolve
+        # is not fatal.
+        rt = lab.redis(tcp=True)
+        H = lab.hub("by-name", redis=f"redis://localhost:{rt.port}")
+        H.wait_redis_up()
+        H.publisher().must("c", "by-name")
+        Z = lab.hub("no-such-host", "--redis-timeout", f"{TIMEOUT:g}", redis="redis://no-such-host.invalid:6379")
+        t0 = time.monotonic()
+        for _ in range(5):
+            assert Z.health()["redis"] == "down"
+        assert time.monotonic() - t0 < 0.5, "/health slow while the name does not resolve"
+        assert Z.publisher().publish("c", "x").status == 503
+        Z.assert_alive()
+
         # A wrong password: logged, retried, /health down, never a crash.
         rw = lab.redis("--requirepass", "right-one", tcp=True)
         X = lab.hub("pw-wrong", "--redis-timeout", f"{TIMEOUT:g}", redis=f"redis://:wrong-one@127.0.0.1:{rw.port}")
