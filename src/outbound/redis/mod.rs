@@ -24,12 +24,11 @@ pub mod script;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::ToSocketAddrs;
 use std::time::{Duration, Instant};
 
 use mio::Token;
 
-use self::pipe::{Session, Sock, Target};
+use self::pipe::{Resolver, Session, Sock, Target};
 pub use self::script::{Appended, Entry, Event, Keys};
 use crate::config::{Redis, RedisAddr};
 
@@ -182,8 +181,14 @@ pub struct Settings {
     pub idempotency_ttl: Duration,
 }
 
+/// Where Redis is: a socket path, or a host (looked up off the loop).
+enum Where {
+    Unix(Target),
+    Tcp(Resolver),
+}
+
 pub struct Link {
-    target: Target,
+    target: Where,
     shown: String,
     auth: Option<(Option<String>, String)>,
     db: u32,
@@ -220,18 +225,8 @@ const SCRIPTS: [&str; 2] = [script::PUBLISH, script::REPLAY];
 impl Link {
     pub fn new(cfg: &Redis, s: &Settings) -> io::Result<Link> {
         let target = match &cfg.url.addr {
-            RedisAddr::Unix(p) => Target::Unix(p.clone()),
-            RedisAddr::Tcp { host, port } => {
-                // Resolved once, before the loop runs: the loop never waits
-                // on a name lookup.
-                let addr = (host.as_str(), *port)
-                    .to_socket_addrs()?
-                    .next()
-                    .ok_or_else(|| {
-                        io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"))
-                    })?;
-                Target::Tcp(addr)
-            }
+            RedisAddr::Unix(p) => Where::Unix(Target::Unix(p.clone())),
+            RedisAddr::Tcp { host, port } => Where::Tcp(Resolver::new(host, *port)),
         };
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -283,7 +278,7 @@ impl Link {
     pub fn state(&self) -> &'static str {
         match (self.cmd.state, self.follow.state) {
             (State::Ready, State::Ready) => "connected",
-            (State::Down, _) if self.cmd.failures > 0 => "down",
+            _ if self.stats.last_error.is_some() => "down",
             _ => "connecting",
         }
     }
