@@ -389,12 +389,15 @@ impl Link {
                         // Read once from the tip: a notification may have
                         // come before the tip was known.
                         f.dirty = true;
+                        self.any_dirty = true;
                         f.fetching = false;
                         self.done.push(Done::Live { channel, tip });
                     }
                 }
             }
             Cmd::Fetch { channels } => {
+                // Those named again while this was in flight are due now.
+                self.any_dirty = true;
                 for c in &channels {
                     if let Some(f) = self.followed.get_mut(c) {
                         f.fetching = false;
@@ -404,6 +407,7 @@ impl Link {
                     for c in &channels {
                         if let Some(f) = self.followed.get_mut(c) {
                             f.dirty = true;
+                        self.any_dirty = true;
                         }
                     }
                     return Err(format!("read refused: {reply:?}"));
@@ -418,7 +422,8 @@ impl Link {
                         continue; // no longer followed
                     };
                     if entries.len() >= PAGE {
-                        f.dirty = true; // more after these
+                        f.dirty = true;
+                        self.any_dirty = true; // more after these
                     }
                     if let Some(last) = entries.last() {
                         f.last = Some(f.last.map_or(last.id, |l| l.max(last.id)));
@@ -568,6 +573,7 @@ impl Link {
                     let name = named.and_then(|(_, v)| std::str::from_utf8(v).ok());
                     if let Some(f) = name.and_then(|n| self.followed.get_mut(n)) {
                         f.dirty = true;
+                        self.any_dirty = true;
                     }
                 }
                 if entries.len() >= NOTIFY_COUNT {

@@ -206,6 +206,8 @@ pub struct Link {
     followed: HashMap<Box<str>, Followed>,
     /// A follow read is in flight.
     reading: bool,
+    /// Some followed channel may be dirty (saves a scan of all of them).
+    any_dirty: bool,
     ctl_last: Vec<u8>,
     /// The notification stream's last id seen (`None`: not read yet on
     /// this connection).
@@ -250,6 +252,7 @@ impl Link {
             reloading: false,
             followed: HashMap::new(),
             reading: false,
+            any_dirty: false,
             ctl_last: b"0-0".to_vec(),
             notify_last: None,
             queued: VecDeque::new(),
@@ -515,9 +518,10 @@ impl Link {
     /// fetch per channel in flight, a channel named again meanwhile is
     /// read again after it).
     pub(super) fn fetch_dirty(&mut self, now: Instant) {
-        if !self.is_up() || self.reloading {
+        if !self.is_up() || self.reloading || !self.any_dirty {
             return;
         }
+        self.any_dirty = false;
         loop {
             let mut channels: Vec<Box<str>> = Vec::new();
             let mut args: Vec<Vec<u8>> = vec![
@@ -564,6 +568,7 @@ impl Link {
             f.dirty = true;
             f.fetching = false;
         }
+        self.any_dirty = true;
     }
 }
 
