@@ -93,11 +93,35 @@ impl Link {
         {
             self.fail_follow(registry, now, "the follow read was not answered in time");
         }
-        if let Err(e) = self.cmd.connect(&self.target, registry, now) {
-            self.fail_cmd(registry, now, &e, false);
-        }
-        if let Err(e) = self.follow.connect(&self.target, registry, now) {
-            self.fail_follow(registry, now, &e);
+        let due = |state: State, at: Option<Instant>| {
+            state == State::Down && at.is_some_and(|t| t <= now)
+        };
+        if due(self.cmd.state, self.cmd.retry_at) || due(self.follow.state, self.follow.retry_at) {
+            match self.target() {
+                Ok(Some(target)) => {
+                    if let Err(e) = self.cmd.connect(&target, registry, now) {
+                        self.fail_cmd(registry, now, &e, false);
+                    }
+                    if let Err(e) = self.follow.connect(&target, registry, now) {
+                        self.fail_follow(registry, now, &e);
+                    }
+                }
+                Ok(None) => {
+                    // A lookup is under way: look again shortly.
+                    let soon = Some(now + std::time::Duration::from_millis(20));
+                    self.cmd.retry_at = self.cmd.retry_at.map(|_| soon).unwrap_or(None);
+                    self.follow.retry_at = self.follow.retry_at.map(|_| soon).unwrap_or(None);
+                }
+                Err(e) => {
+                    self.note_error(&e);
+                    let r = self.random();
+                    for line in [&mut self.cmd.retry_at, &mut self.follow.retry_at] {
+                        if line.is_some() {
+                            *line = Some(now + pipe::backoff(5, r));
+                        }
+                    }
+                }
+            }
         }
         self.arm_follow(now);
         self.fetch_dirty(now);
@@ -133,6 +157,14 @@ impl Link {
         }
     }
 
+    /// The address to connect to, when known.
+    fn target(&mut self) -> Result<Option<pipe::Target>, String> {
+        match &mut self.target {
+            super::Where::Unix(t) => Ok(Some(t.clone())),
+            super::Where::Tcp(r) => Ok(r.get()?.map(pipe::Target::Tcp)),
+        }
+    }
+
     fn note_error(&mut self, why: &str) {
         if self.stats.last_error.as_deref() != Some(why) {
             log::warn!("redis {}: {why}", self.shown);
@@ -145,6 +177,10 @@ impl Link {
     fn fail_cmd(&mut self, registry: &Registry, now: Instant, why: &str, timed_out: bool) {
         self.note_error(why);
         let was_ready = self.cmd.state == State::Ready;
+        if let super::Where::Tcp(r) = &mut self.target {
+            // The name may point elsewhere now (a failover).
+            r.forget();
+        }
         let r = self.random();
         let waiting = self.cmd.close(registry, now, r);
         let mut requeue = Vec::new();
@@ -353,12 +389,15 @@ impl Link {
                         // Read once from the tip: a notification may have
                         // come before the tip was known.
                         f.dirty = true;
+                        self.any_dirty = true;
                         f.fetching = false;
                         self.done.push(Done::Live { channel, tip });
                     }
                 }
             }
             Cmd::Fetch { channels } => {
+                // Those named again while this was in flight are due now.
+                self.any_dirty = true;
                 for c in &channels {
                     if let Some(f) = self.followed.get_mut(c) {
                         f.fetching = false;
@@ -368,6 +407,7 @@ impl Link {
                     for c in &channels {
                         if let Some(f) = self.followed.get_mut(c) {
                             f.dirty = true;
+                        self.any_dirty = true;
                         }
                     }
                     return Err(format!("read refused: {reply:?}"));
@@ -382,7 +422,8 @@ impl Link {
                         continue; // no longer followed
                     };
                     if entries.len() >= PAGE {
-                        f.dirty = true; // more after these
+                        f.dirty = true;
+                        self.any_dirty = true; // more after these
                     }
                     if let Some(last) = entries.last() {
                         f.last = Some(f.last.map_or(last.id, |l| l.max(last.id)));
@@ -532,6 +573,7 @@ impl Link {
                     let name = named.and_then(|(_, v)| std::str::from_utf8(v).ok());
                     if let Some(f) = name.and_then(|n| self.followed.get_mut(n)) {
                         f.dirty = true;
+                        self.any_dirty = true;
                     }
                 }
                 if entries.len() >= NOTIFY_COUNT {

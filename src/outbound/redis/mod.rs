@@ -24,12 +24,11 @@ pub mod script;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::ToSocketAddrs;
 use std::time::{Duration, Instant};
 
 use mio::Token;
 
-use self::pipe::{Session, Sock, Target};
+use self::pipe::{Resolver, Session, Sock, Target};
 pub use self::script::{Appended, Entry, Event, Keys};
 use crate::config::{Redis, RedisAddr};
 
@@ -182,8 +181,14 @@ pub struct Settings {
     pub idempotency_ttl: Duration,
 }
 
+/// Where Redis is: a socket path, or a host (looked up off the loop).
+enum Where {
+    Unix(Target),
+    Tcp(Resolver),
+}
+
 pub struct Link {
-    target: Target,
+    target: Where,
     shown: String,
     auth: Option<(Option<String>, String)>,
     db: u32,
@@ -201,6 +206,8 @@ pub struct Link {
     followed: HashMap<Box<str>, Followed>,
     /// A follow read is in flight.
     reading: bool,
+    /// Some followed channel may be dirty (saves a scan of all of them).
+    any_dirty: bool,
     ctl_last: Vec<u8>,
     /// The notification stream's last id seen (`None`: not read yet on
     /// this connection).
@@ -220,18 +227,8 @@ const SCRIPTS: [&str; 2] = [script::PUBLISH, script::REPLAY];
 impl Link {
     pub fn new(cfg: &Redis, s: &Settings) -> io::Result<Link> {
         let target = match &cfg.url.addr {
-            RedisAddr::Unix(p) => Target::Unix(p.clone()),
-            RedisAddr::Tcp { host, port } => {
-                // Resolved once, before the loop runs: the loop never waits
-                // on a name lookup.
-                let addr = (host.as_str(), *port)
-                    .to_socket_addrs()?
-                    .next()
-                    .ok_or_else(|| {
-                        io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"))
-                    })?;
-                Target::Tcp(addr)
-            }
+            RedisAddr::Unix(p) => Where::Unix(Target::Unix(p.clone())),
+            RedisAddr::Tcp { host, port } => Where::Tcp(Resolver::new(host, *port)),
         };
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -255,6 +252,7 @@ impl Link {
             reloading: false,
             followed: HashMap::new(),
             reading: false,
+            any_dirty: false,
             ctl_last: b"0-0".to_vec(),
             notify_last: None,
             queued: VecDeque::new(),
@@ -283,7 +281,7 @@ impl Link {
     pub fn state(&self) -> &'static str {
         match (self.cmd.state, self.follow.state) {
             (State::Ready, State::Ready) => "connected",
-            (State::Down, _) if self.cmd.failures > 0 => "down",
+            _ if self.stats.last_error.is_some() => "down",
             _ => "connecting",
         }
     }
@@ -520,9 +518,10 @@ impl Link {
     /// fetch per channel in flight, a channel named again meanwhile is
     /// read again after it).
     pub(super) fn fetch_dirty(&mut self, now: Instant) {
-        if !self.is_up() || self.reloading {
+        if !self.is_up() || self.reloading || !self.any_dirty {
             return;
         }
+        self.any_dirty = false;
         loop {
             let mut channels: Vec<Box<str>> = Vec::new();
             let mut args: Vec<Vec<u8>> = vec![
@@ -569,6 +568,7 @@ impl Link {
             f.dirty = true;
             f.fetching = false;
         }
+        self.any_dirty = true;
     }
 }
 
