@@ -3,10 +3,12 @@
 with appendfsync always loses no acknowledged event; a Redis restarted
 empty makes an old Last-Event-ID history-lost, once; a SIGSTOPped Redis
 makes publishes 503 within --redis-timeout while /health, heartbeats and
-new streams go on, and retried Idempotency-Keys publish once; a fake Redis
-answering garbage, closing mid-reply or answering slowly is logged and
-reconnected, never a panic; /health says "redis": "down" with 200 while
-Redis is away; configuration errors and a Redis away at startup.
+new streams go on, and retried Idempotency-Keys publish once; SCRIPT FLUSH
+is survived in order; a fake Redis answering garbage, closing mid-reply,
+answering slowly or LOADING is logged and reconnected with backoff, never a
+panic; a client that left never passes its answer to the next; /health says
+"redis": "down" with 200 while Redis is away; configuration errors, host
+names, passwords, maxmemory-policy, a Redis away at startup.
 
 Usage: faults_test.py [test ...]   (default: all)
 """

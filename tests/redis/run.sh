@@ -5,13 +5,18 @@
 #   lab.py, clients.py, fake_redis.py: the bench (tests import it from lab)
 #   lab_selftest.py   the bench itself (redis-server lifecycle, the fake Redis,
 #                     the SSE reader) against a plain hub
-#   scaleout_test.py  several processes, one event order; resume on another
-#                     process or one started later; Idempotency-Key (with and
-#                     without Redis); two processes on one port (--reuse-port)
+#   scaleout_test.py  several processes, one event order (also with two
+#                     publishers at once); resume on another process or one
+#                     started later, earliest, paged replays; trimmed and expired
+#                     history; revocation across processes; key prefix, name
+#                     encoding, db; Idempotency-Key (with and without Redis); two
+#                     processes on one port (--reuse-port, --admin-bind)
 #   faults_test.py    kill -9 of Redis (appendfsync always), Redis restarted
-#                     empty, Redis SIGSTOPped, a fake Redis (garbage, cut
-#                     replies, slow replies), /health while Redis is away,
-#                     bad URLs, Redis away at startup, passwords
+#                     empty, Redis SIGSTOPped, SCRIPT FLUSH (NOSCRIPT), a fake
+#                     Redis (garbage, cut replies, slow replies, LOADING),
+#                     reconnect backoff, answers after a client left, /health
+#                     while Redis is away, bad URLs, host names, Redis away at
+#                     startup, passwords, maxmemory-policy
 #
 # Python 3 standard library only (tests/redis/lab.py is the bench). Installs
 # Debian's redis-server when missing (as root) or fails: nothing skips itself.
