@@ -54,6 +54,12 @@ struct Rig {
     _dir: std::path::PathBuf,
 }
 
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self._dir);
+    }
+}
+
 impl Rig {
     fn new(timeout: Duration) -> Rig {
         let dir = std::env::temp_dir().join(format!(
