@@ -442,6 +442,7 @@ impl Server {
 
     /// Writes to every subscriber of one channel.
     fn fan_out_channel(&mut self, ch: u32) {
+        self.stats.fan_out_passes += 1;
         let mut i = 0;
         while let Some(&key) = self.hub.get(ch).subscribers.get(i) {
             self.write_stream(key as usize);

@@ -517,7 +517,6 @@ impl Link {
 
     fn follow_ready(&mut self) {
         self.follow.state = State::Ready;
-        self.follow.failures = 0;
         log::info!("redis {}: connected (follow connection)", self.shown);
         // Where the notification stream is now; everything followed is
         // read once from its last id, so nothing published while this
@@ -543,6 +542,10 @@ impl Link {
         };
         self.notify_last = Some(id);
         self.all_dirty();
+        // A server that answers: reconnects start from the shortest delay
+        // again (not before, or one that accepts and fails would be
+        // reconnected to at full speed).
+        self.follow.failures = 0;
         Ok(())
     }
 

@@ -249,7 +249,21 @@ pub fn parse_entry(r: &Reply) -> Option<Entry> {
 /// The entries of an XRANGE reply.
 pub fn parse_entries(r: &Reply) -> Option<Vec<Entry>> {
     match r {
-        Reply::Array(items) => items.iter().map(parse_entry).collect(),
+        // An entry that is not ours (written by something else under our
+        // prefix) is skipped, not a broken connection: reconnecting would
+        // read it again, for ever.
+        Reply::Array(items) => Some(
+            items
+                .iter()
+                .filter_map(|e| {
+                    let parsed = parse_entry(e);
+                    if parsed.is_none() {
+                        log::warn!("skipped a stream entry that is not ssecast's: {e:?}");
+                    }
+                    parsed
+                })
+                .collect(),
+        ),
         Reply::Nil | Reply::NilArray => Some(Vec::new()),
         _ => None,
     }
@@ -391,6 +405,9 @@ mod tests {
         ])]);
         assert_eq!(parse_xread(&x).unwrap()[0].1[0].id, 9);
         assert_eq!(parse_xread(&Reply::Array(vec![Reply::Int(1)])), None);
+        // A foreign entry is skipped, the others kept.
+        let mixed = Reply::Array(vec![Reply::Int(1), entry("9-0", "8", None, "z")]);
+        assert_eq!(parse_entries(&mixed).map(|v| v.len()), Some(1));
         assert_eq!(parse_id(b"12-3"), Some(12));
         assert_eq!(parse_id(b"x"), None);
     }
