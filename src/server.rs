@@ -242,7 +242,11 @@ impl Server {
             }
             self.publish_status();
             self.redis_turn();
-            self.fan_out();
+            if !self.hold_fan_out() {
+                let started = Instant::now();
+                self.fan_out();
+                self.scaled.last_pass = started.elapsed();
+            }
             // After the fan-out pass: every byte has been offered to its
             // subscribers, so expiry never waits for one.
             self.hub.expire(self.clock.ms());
@@ -282,6 +286,7 @@ impl Server {
             self.status_next,
             expiry,
             self.redis_wake(),
+            self.scaled.hold_until(),
         ]
         .into_iter()
         .flatten()

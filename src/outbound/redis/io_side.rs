@@ -572,6 +572,14 @@ impl Link {
                 for e in entries {
                     let (id, fields) = script::raw_fields(e).ok_or("bad notification entry")?;
                     self.notify_last = Some(id);
+                    // This process's own publishes come from their replies
+                    // (`mark_dirty` when one could not be appended).
+                    let own = fields
+                        .iter()
+                        .any(|(k, v)| k == b"o" && v == self.process.as_bytes());
+                    if own {
+                        continue;
+                    }
                     let named = fields.iter().find(|(k, _)| k == b"c");
                     let name = named.and_then(|(_, v)| std::str::from_utf8(v).ok());
                     if let Some(f) = name.and_then(|n| self.followed.get_mut(n)) {
