@@ -242,7 +242,11 @@ impl Server {
             }
             self.publish_status();
             self.redis_turn();
-            self.fan_out();
+            if !self.hold_fan_out() {
+                let started = Instant::now();
+                self.fan_out();
+                self.scaled.last_pass = started.elapsed();
+            }
             // After the fan-out pass: every byte has been offered to its
             // subscribers, so expiry never waits for one.
             self.hub.expire(self.clock.ms());
@@ -282,6 +286,7 @@ impl Server {
             self.status_next,
             expiry,
             self.redis_wake(),
+            self.scaled.hold_until(),
         ]
         .into_iter()
         .flatten()
@@ -442,6 +447,7 @@ impl Server {
 
     /// Writes to every subscriber of one channel.
     fn fan_out_channel(&mut self, ch: u32) {
+        self.stats.fan_out_passes += 1;
         let mut i = 0;
         while let Some(&key) = self.hub.get(ch).subscribers.get(i) {
             self.write_stream(key as usize);

@@ -535,6 +535,11 @@ impl Hub {
         c.unsent_from = c.log.head();
     }
 
+    /// Whether some channel grew since the last fan-out pass.
+    pub fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
     /// Channels that grew since the last call; their marks are cleared.
     pub fn take_dirty(&mut self, out: &mut Vec<u32>) {
         out.clear();

@@ -44,6 +44,9 @@ pub struct Stats {
     pub events_published: u64,
     pub publish_requests: u64,
     pub deliveries: u64,
+    /// Fan-out passes over a channel's subscribers (deliveries per pass
+    /// and subscriber: how many events one write carried).
+    pub fan_out_passes: u64,
     pub bytes_written: u64,
     pub heartbeats: u64,
     pub slow_consumers_dropped: u64,
@@ -176,6 +179,7 @@ impl Snapshot<'_> {
             "channels_truncated": self.hub.len() > STATUS_CHANNELS,
             "events_published": s.events_published,
             "deliveries": s.deliveries,
+            "fan_out_passes": s.fan_out_passes,
             "bytes_written": s.bytes_written,
             "heartbeats": s.heartbeats,
             "slow_consumers_dropped": s.slow_consumers_dropped + s.stalled_consumers_dropped,

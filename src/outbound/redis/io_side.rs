@@ -517,7 +517,6 @@ impl Link {
 
     fn follow_ready(&mut self) {
         self.follow.state = State::Ready;
-        self.follow.failures = 0;
         log::info!("redis {}: connected (follow connection)", self.shown);
         // Where the notification stream is now; everything followed is
         // read once from its last id, so nothing published while this
@@ -543,6 +542,10 @@ impl Link {
         };
         self.notify_last = Some(id);
         self.all_dirty();
+        // A server that answers: reconnects start from the shortest delay
+        // again (not before, or one that accepts and fails would be
+        // reconnected to at full speed).
+        self.follow.failures = 0;
         Ok(())
     }
 
@@ -569,6 +572,14 @@ impl Link {
                 for e in entries {
                     let (id, fields) = script::raw_fields(e).ok_or("bad notification entry")?;
                     self.notify_last = Some(id);
+                    // This process's own publishes come from their replies
+                    // (`mark_dirty` when one could not be appended).
+                    let own = fields
+                        .iter()
+                        .any(|(k, v)| k == b"o" && v == self.process.as_bytes());
+                    if own {
+                        continue;
+                    }
                     let named = fields.iter().find(|(k, _)| k == b"c");
                     let name = named.and_then(|(_, v)| std::str::from_utf8(v).ok());
                     if let Some(f) = name.and_then(|n| self.followed.get_mut(n)) {

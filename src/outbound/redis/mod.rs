@@ -364,6 +364,7 @@ impl Link {
             args.push(e.data.as_bytes().to_vec());
             args.push(e.channel.as_bytes().to_vec());
         }
+        args.push(self.process.clone().into_bytes());
         self.send_cmd(Cmd::Publish { call, args }, now);
         if self.wait_replicas > 0 {
             let ms = self.timeout.as_millis().to_string();
@@ -558,6 +559,15 @@ impl Link {
             if !full {
                 return;
             }
+        }
+    }
+
+    /// A followed channel is read from its last id this turn (a publish of
+    /// this process that could not be appended from its reply).
+    pub fn mark_dirty(&mut self, channel: &str) {
+        if let Some(f) = self.followed.get_mut(channel) {
+            f.dirty = true;
+            self.any_dirty = true;
         }
     }
 

@@ -44,7 +44,8 @@ pub struct Entry {
 /// and meta key per event.
 /// ARGV: n, maxlen, ttl_us (0: none), stream expiry ms (0: none), meta
 /// expiry ms (0: none), idempotency ttl ms, stored answer prefix, then per
-/// event: has-name ("1"/"0"), name, data, channel.
+/// event: has-name ("1"/"0"), name, data, channel; last, the publishing
+/// process (in the notifications: it reads its own events from its replies).
 pub const PUBLISH: &str = r#"#!lua
 local n = tonumber(ARGV[1])
 if KEYS[1] ~= '' then
@@ -59,11 +60,16 @@ local names = {}
 for i = 1, n do
   local s, m = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
   if last[m] == nil then
-    local p = tonumber(redis.call('GET', m) or '0') or 0
-    local top = redis.call('XREVRANGE', s, '+', '-', 'COUNT', 1)
-    if top[1] then
-      local tid = tonumber(string.match(top[1][1], '^(%d+)')) or 0
-      if tid > p then p = tid end
+    local meta = redis.call('GET', m)
+    local p = tonumber(meta or '0') or 0
+    if not meta then
+      -- The meta key outlives the stream; without it, the stream's last
+      -- entry (if any) is the previous id.
+      local top = redis.call('XREVRANGE', s, '+', '-', 'COUNT', 1)
+      if top[1] then
+        local tid = tonumber(string.match(top[1][1], '^(%d+)')) or 0
+        if tid > p then p = tid end
+      end
     end
     last[m] = p
     streams[#streams + 1] = s
@@ -96,13 +102,15 @@ for m, id in pairs(last) do
   end
 end
 for _, s in ipairs(streams) do
-  if ttl > 0 then
+  -- Trimming by age is approximate anyway (and checked again on reading):
+  -- about one publish in 16 does it.
+  if ttl > 0 and now % 16 == 0 then
     redis.call('XTRIM', s, 'MINID', '~', string.format('%d', now - ttl) .. '-0')
   end
   if sx > 0 then redis.call('PEXPIRE', s, sx) end
 end
 for _, c in ipairs(names) do
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', '100000', '*', 'c', c)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', '100000', '*', 'c', c, 'o', ARGV[#ARGV])
 end
 if KEYS[1] ~= '' then
   redis.call('SET', KEYS[1], ARGV[7] .. table.concat(out, ','), 'PX', ARGV[6])
@@ -249,7 +257,21 @@ pub fn parse_entry(r: &Reply) -> Option<Entry> {
 /// The entries of an XRANGE reply.
 pub fn parse_entries(r: &Reply) -> Option<Vec<Entry>> {
     match r {
-        Reply::Array(items) => items.iter().map(parse_entry).collect(),
+        // An entry that is not ours (written by something else under our
+        // prefix) is skipped, not a broken connection: reconnecting would
+        // read it again, for ever.
+        Reply::Array(items) => Some(
+            items
+                .iter()
+                .filter_map(|e| {
+                    let parsed = parse_entry(e);
+                    if parsed.is_none() {
+                        log::warn!("skipped a stream entry that is not ssecast's: {e:?}");
+                    }
+                    parsed
+                })
+                .collect(),
+        ),
         Reply::Nil | Reply::NilArray => Some(Vec::new()),
         _ => None,
     }
@@ -391,6 +413,9 @@ mod tests {
         ])]);
         assert_eq!(parse_xread(&x).unwrap()[0].1[0].id, 9);
         assert_eq!(parse_xread(&Reply::Array(vec![Reply::Int(1)])), None);
+        // A foreign entry is skipped, the others kept.
+        let mixed = Reply::Array(vec![Reply::Int(1), entry("9-0", "8", None, "z")]);
+        assert_eq!(parse_entries(&mixed).map(|v| v.len()), Some(1));
         assert_eq!(parse_id(b"12-3"), Some(12));
         assert_eq!(parse_id(b"x"), None);
     }

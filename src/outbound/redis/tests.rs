@@ -54,6 +54,12 @@ struct Rig {
     _dir: std::path::PathBuf,
 }
 
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self._dir);
+    }
+}
+
 impl Rig {
     fn new(timeout: Duration) -> Rig {
         let dir = std::env::temp_dir().join(format!(
@@ -164,8 +170,9 @@ fn replies_are_matched_in_order_and_noscript_is_sent_again_in_order() {
     for data in ["a", "b"] {
         let c = cmd.command();
         assert_eq!((c[0].as_str(), c[1].as_str()), ("EVALSHA", "pub"));
-        // ... has-name, name, data, channel.
-        assert_eq!(c[c.len() - 2..], [data, "news"]);
+        // ... has-name, name, data, channel, then the process.
+        assert_eq!(c[c.len() - 3..c.len() - 1], [data, "news"]);
+        assert_eq!(c[c.len() - 1], rig.link.process());
     }
     // The script cache was flushed: both are refused.
     cmd.reply("-NOSCRIPT No matching script\r\n-NOSCRIPT No matching script\r\n");
@@ -175,7 +182,7 @@ fn replies_are_matched_in_order_and_noscript_is_sent_again_in_order() {
     assert_eq!(cmd.command()[..2], ["SCRIPT", "LOAD"]);
     for data in ["a", "b"] {
         let c = cmd.command();
-        assert_eq!(c[c.len() - 2], data);
+        assert_eq!(c[c.len() - 3], data);
     }
     cmd.reply("$3\r\npub\r\n$3\r\nrep\r\n");
     cmd.reply("*2\r\n$2\r\n11\r\n$2\r\n10\r\n*2\r\n$2\r\n12\r\n$2\r\n11\r\n");

@@ -102,8 +102,9 @@ impl Server {
         let after = match sent {
             None => None,
             Some(s) if s == EARLIEST => Some(0),
-            // Not an id: a notice, then live (as without Redis).
-            Some(s) => s.parse::<u64>().ok(),
+            // Not an id (0 is never issued): a notice, then live, as
+            // without Redis.
+            Some(s) => s.parse::<u64>().ok().filter(|&id| id > 0),
         };
         let synced = self.hub.get(ch).synced;
         if synced {

@@ -33,9 +33,27 @@ pub(crate) struct Scaled {
     pub holds: HashMap<Box<str>, Vec<(usize, u64)>>,
     pub next_call: u64,
     pub sweep_at: Option<Instant>,
+    /// The fan-out is held (`hold_fan_out`) since then.
+    pub held_since: Option<Instant>,
+    /// How long the last fan-out pass took.
+    pub last_pass: Duration,
 }
 
+/// The longest a fan-out pass waits for more publishes.
+const MAX_HOLD: Duration = Duration::from_millis(1);
+
 impl Scaled {
+    /// When a held fan-out pass runs at the latest.
+    pub fn hold_until(&self) -> Option<Instant> {
+        self.held_since.map(|t| t + self.hold())
+    }
+
+    /// A quarter of what a pass costs, at most `MAX_HOLD`: holding costs
+    /// latency, so only as much as it can save.
+    fn hold(&self) -> Duration {
+        (self.last_pass / 4).min(MAX_HOLD)
+    }
+
     fn call(&mut self) -> u64 {
         self.next_call += 1;
         // Apart from forward auth's call ids: never the same number.
@@ -76,6 +94,26 @@ impl Server {
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// Redis mode: whether to hold this turn's fan-out pass a little. A
+    /// publisher waits a Redis round trip for its answer before it sends
+    /// the next event, so without holding, each pass carries about one
+    /// event per publisher (without Redis the answer is immediate and a
+    /// turn takes several from each). While publishes are in flight and
+    /// what is unsent is younger than the hold, the pass waits for them.
+    pub(crate) fn hold_fan_out(&mut self) -> bool {
+        if self.redis.is_none() || self.scaled.publishes.is_empty() || !self.hub.has_dirty() {
+            self.scaled.held_since = None;
+            return false;
+        }
+        let now = self.clock.now();
+        let since = *self.scaled.held_since.get_or_insert(now);
+        if now.duration_since(since) < self.scaled.hold() {
+            return true;
+        }
+        self.scaled.held_since = None;
+        false
     }
 
     fn take_redis(&mut self) {

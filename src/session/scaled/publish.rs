@@ -139,7 +139,17 @@ impl Server {
             }
             Ok(Appended::Ids(_)) => unavailable("Redis answered a different number of ids", &cors),
             Ok(Appended::Stored(s)) => self.stored_answer(&p, &s),
-            Err(f) => failure_reply(&f, self.cfg.scale.redis_timeout, &cors),
+            Err(f) => {
+                // It may have been appended all the same (outcome unknown,
+                // or WAIT short of replicas): this process reads its
+                // channels again rather than count on the reply.
+                if let Some(link) = self.redis.as_mut() {
+                    for (c, ..) in &p.events {
+                        link.mark_dirty(c);
+                    }
+                }
+                failure_reply(&f, self.cfg.scale.redis_timeout, &cors)
+            }
         };
         if self.scaled.awaiting.get(&p.key) != Some(&call) {
             return; // the client left
@@ -198,6 +208,9 @@ impl Server {
         let c = self.hub.get(ch);
         if c.synced && c.log.last_id() == prev {
             self.append_at(ch, event, data, id);
+        } else if let Some(link) = self.redis.as_mut() {
+            // Another process's event came between: read them in order.
+            link.mark_dirty(channel);
         }
     }
 
