@@ -30,6 +30,10 @@ Target (run, idle):
   --batch-open S / --batch-sep S / --batch-close S
                             how --batch K bodies are joined (default [ , ])
   --server-pid PID[,PID]    server process(es) to read memory and CPU from
+  --by-server-pid           also report subscribers, deliveries and latency
+                            per server process (which one holds the other end
+                            of each socket, from /proc): several processes
+                            sharing one port with SO_REUSEPORT
 
 Load:
   --subscribers N           subscribers to open (default 1)
@@ -94,6 +98,7 @@ pub struct Config {
     pub batch_sep: String,
     pub batch_close: String,
     pub server_pids: Vec<u32>,
+    pub by_server_pid: bool,
     pub subscribers: usize,
     pub per_worker: usize,
     pub sources: usize,
@@ -226,6 +231,7 @@ impl Config {
             batch_sep: ",".into(),
             batch_close: "]".into(),
             server_pids: vec![],
+            by_server_pid: false,
             subscribers: 1,
             per_worker: 18_000,
             sources: 8,
@@ -281,6 +287,7 @@ impl Config {
                         cfg.server_pids.push(num(p, flag)?);
                     }
                 }
+                "--by-server-pid" => cfg.by_server_pid = true,
                 "--subscribers" => cfg.subscribers = num(&val()?, flag)?,
                 "--per-worker" => cfg.per_worker = num(&val()?, flag)?,
                 "--sources" => cfg.sources = num(&val()?, flag)?,

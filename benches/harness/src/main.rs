@@ -7,6 +7,7 @@ mod coord;
 mod hist;
 mod http;
 mod net;
+mod owner;
 mod procstat;
 mod publish;
 mod rawwrite;

@@ -77,6 +77,51 @@ fn merge_maps(vals: &[Value], key: &str) -> BTreeMap<String, u64> {
     m
 }
 
+/// `--by-server-pid`: the workers' per-process groups merged by index.
+/// Each entry: subscribers, and when `first_send` is given, what they got.
+fn groups(vals: &[Value], first_send: Option<u64>, acked: u64) -> Value {
+    let mut merged: Vec<(Value, u64, u64, u64, u64, u64, Hist)> = Vec::new();
+    for v in vals {
+        let Some(Value::Array(gs)) = v.get("groups") else {
+            continue;
+        };
+        for (i, g) in gs.iter().enumerate() {
+            if merged.len() <= i {
+                merged.push((g["pid"].clone(), 0, 0, 0, 0, 0, Hist::new()));
+            }
+            let m = &mut merged[i];
+            let n = |k: &str| g.get(k).and_then(Value::as_u64).unwrap_or(0);
+            m.1 += n("subs");
+            m.2 += n("deliveries");
+            m.3 += n("unique");
+            m.4 += n("lost");
+            m.5 = m.5.max(n("last_rx_ns"));
+            if let Some(h) = g.get("hist") {
+                m.6.merge_sparse(h);
+            }
+        }
+    }
+    let v: Vec<Value> = merged
+        .into_iter()
+        .map(
+            |(pid, subs, deliveries, unique, lost, last_rx, hist)| match first_send {
+                None => json!({"pid": pid, "subscribers": subs}),
+                Some(t0) => json!({
+                    "pid": pid,
+                    "subscribers": subs,
+                    "expected": acked * subs,
+                    "deliveries": deliveries,
+                    "unique": unique,
+                    "lost": lost,
+                    "deliveries_per_s": rate(deliveries, last_rx.saturating_sub(t0)),
+                    "latency_ns": hist.summary(),
+                }),
+            },
+        )
+        .collect();
+    Value::Array(v)
+}
+
 fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
@@ -116,6 +161,7 @@ fn config_json(cfg: &Config) -> Value {
         "hold_s": cfg.hold.as_secs_f64(),
         "duration_cap_s": cfg.duration.as_secs_f64(),
         "server_pids": cfg.server_pids,
+        "by_server_pid": cfg.by_server_pid,
     })
 }
 
@@ -187,6 +233,17 @@ pub fn emit(cfg: &Config, ph: &Phases, publish: Option<&PublishResult>) -> i32 {
     ));
     if failed_total + unreported > 0 {
         line.push(format!("failed {failed:?}"));
+    }
+    if cfg.by_server_pid {
+        let g = groups(&ph.connected, None, 0);
+        let counts: Vec<String> = g
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| format!("{}: {}", x["pid"], x["subscribers"]))
+            .collect();
+        line.push(format!("per server process {}", counts.join(", ")));
+        out["connect"]["by_server_pid"] = g;
     }
 
     // Memory.
@@ -314,6 +371,22 @@ pub fn emit(cfg: &Config, ph: &Phases, publish: Option<&PublishResult>) -> i32 {
                 "cores_busy_pct": ph.cores_publish,
             }),
         );
+        if cfg.by_server_pid {
+            let g = groups(&ph.finals, Some(p.first_send), p.acked);
+            for x in g.as_array().into_iter().flatten() {
+                let l = |k: &str| x["latency_ns"].get(k).and_then(Value::as_u64).unwrap_or(0);
+                line.push(format!(
+                    "pid {}: {} deliveries ({}/s) p50 {} p99 {} lost {}",
+                    x["pid"],
+                    x["deliveries"],
+                    x["deliveries_per_s"],
+                    ms(l("p50")),
+                    ms(l("p99")),
+                    x["lost"]
+                ));
+            }
+            out["delivery"]["by_server_pid"] = g;
+        }
         line.push(format!(
             "{} events acked ({}/s) -> {deliveries} deliveries in {:.2}s ({}/s), latency p50 {} p99 {} p99.9 {} max {}, lost {lost} dup {dup} ooo {ooo}; cpu server {}% client {}%{}",
             p.acked,
