@@ -50,6 +50,11 @@ Load:
   --publishers P            keep-alive publisher connections (default 1)
   --batch K                 events per publish request (default 1)
   --drain-timeout S         wait for stragglers after the last ack (3)
+  --ramp                    start the workers one at a time, each after the
+                            previous one connected, reading the machine's
+                            memory (MemAvailable, slab, TCP) after each step
+  --min-available-mib M     --ramp: start no further worker once MemAvailable
+                            is under M MiB (default 0 = no floor)
   --duration S              hard cap on the whole run (default 120)
   --label TEXT              copied into the JSON
 
@@ -99,6 +104,8 @@ pub struct Config {
     pub batch_close: String,
     pub server_pids: Vec<u32>,
     pub by_server_pid: bool,
+    pub ramp: bool,
+    pub min_available_mib: u64,
     pub subscribers: usize,
     pub per_worker: usize,
     pub sources: usize,
@@ -232,6 +239,8 @@ impl Config {
             batch_close: "]".into(),
             server_pids: vec![],
             by_server_pid: false,
+            ramp: false,
+            min_available_mib: 0,
             subscribers: 1,
             per_worker: 18_000,
             sources: 8,
@@ -288,6 +297,8 @@ impl Config {
                     }
                 }
                 "--by-server-pid" => cfg.by_server_pid = true,
+                "--ramp" => cfg.ramp = true,
+                "--min-available-mib" => cfg.min_available_mib = num(&val()?, flag)?,
                 "--subscribers" => cfg.subscribers = num(&val()?, flag)?,
                 "--per-worker" => cfg.per_worker = num(&val()?, flag)?,
                 "--sources" => cfg.sources = num(&val()?, flag)?,

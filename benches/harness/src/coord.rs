@@ -16,6 +16,7 @@ use crate::args::Config;
 use crate::hist::Hist;
 use crate::procstat::{cores_busy, cpu_jiffies, now_ns, procs_cpu_ns, procs_mem, self_cpu_ns, Mem};
 use crate::publish::{Inflight, Outcome, Publisher};
+use crate::ramp;
 use crate::report::{self, Phases};
 
 const PUB_BASE: usize = 1 << 20;
@@ -85,49 +86,107 @@ impl<'a> Coord<'a> {
     }
 
     fn spawn_workers(&mut self, raw_args: &[String]) -> Result<(), String> {
-        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
         let mut first = 0;
-        for (i, count) in worker_counts(self.cfg.subscribers, self.cfg.per_worker)
-            .into_iter()
-            .enumerate()
-        {
-            let mut child = Command::new(&exe)
-                .arg("__worker")
-                .arg(first.to_string())
-                .arg(count.to_string())
-                .args(raw_args)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .map_err(|e| format!("spawn worker: {e}"))?;
-            let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-                return Err("worker pipes missing".into());
-            };
-            let fd = stdout.as_raw_fd();
-            // SAFETY: fcntl on a pipe we own.
-            unsafe {
-                let fl = libc::fcntl(fd, libc::F_GETFL);
-                libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
-            }
-            self.poll
-                .registry()
-                .register(&mut SourceFd(&fd), Token(i), Interest::READABLE)
-                .map_err(|e| format!("register worker: {e}"))?;
-            self.workers.push(WorkerProc {
-                child,
-                stdin,
-                stdout,
-                buf: Vec::new(),
-                connected: None,
-                stat: None,
-                stat_gen: 0,
-                fin: None,
-                eof: false,
-            });
+        for count in worker_counts(self.cfg.subscribers, self.cfg.per_worker) {
+            self.spawn_worker(raw_args, first, count)?;
             first += count;
         }
         Ok(())
+    }
+
+    /// Starts one worker for subscribers `first..first+count`.
+    fn spawn_worker(
+        &mut self,
+        raw_args: &[String],
+        first: usize,
+        count: usize,
+    ) -> Result<(), String> {
+        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+        let i = self.workers.len();
+        let mut child = Command::new(&exe)
+            .arg("__worker")
+            .arg(first.to_string())
+            .arg(count.to_string())
+            .args(raw_args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("spawn worker: {e}"))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err("worker pipes missing".into());
+        };
+        let fd = stdout.as_raw_fd();
+        // SAFETY: fcntl on a pipe we own.
+        unsafe {
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+        }
+        self.poll
+            .registry()
+            .register(&mut SourceFd(&fd), Token(i), Interest::READABLE)
+            .map_err(|e| format!("register worker: {e}"))?;
+        self.workers.push(WorkerProc {
+            child,
+            stdin,
+            stdout,
+            buf: Vec::new(),
+            connected: None,
+            stat: None,
+            stat_gen: 0,
+            fin: None,
+            eof: false,
+        });
+        Ok(())
+    }
+
+    /// `--ramp`: one worker at a time, each after the previous one's connect
+    /// phase, with a reading of the machine after each (`ramp::Sample`).
+    /// Stops early when MemAvailable falls under `--min-available-mib`, when
+    /// a step had failed subscribers, or at the run's cap. Returns the
+    /// subscribers asked for (those of the workers started) and the readings.
+    fn ramp(&mut self, raw_args: &[String]) -> Result<(usize, Value), String> {
+        let pids = self.cfg.server_pids.clone();
+        let mut samples = vec![ramp::sample(0, &pids, &[])];
+        let mut stopped_by = "target reached".to_string();
+        let mut first = 0;
+        let floor_kb = self.cfg.min_available_mib * 1024;
+        let counts = worker_counts(self.cfg.subscribers, self.cfg.per_worker);
+        for (step, count) in counts.iter().enumerate() {
+            if now_ns() >= self.deadline {
+                stopped_by = "the run's --duration cap".into();
+                break;
+            }
+            let avail = ramp::mem_available_kb();
+            if floor_kb > 0 && avail.is_some_and(|a| a < floor_kb) {
+                stopped_by = format!(
+                    "MemAvailable {} MiB under --min-available-mib {}",
+                    avail.unwrap_or(0) / 1024,
+                    self.cfg.min_available_mib
+                );
+                break;
+            }
+            self.spawn_worker(raw_args, first, *count)?;
+            first += count;
+            self.wait_connected();
+            let ok: u64 = self
+                .workers
+                .iter()
+                .filter_map(|w| w.connected.as_ref()?.get("ok")?.as_u64())
+                .sum();
+            let kids: Vec<u32> = self.workers.iter().map(|w| w.child.id()).collect();
+            let s = ramp::sample(ok, &pids, &kids);
+            eprintln!("sse-load ramp: step {} {}", step + 1, ramp::line(&s));
+            samples.push(s);
+            let last = self.workers.last().and_then(|w| w.connected.as_ref());
+            let step_ok = last.and_then(|c| c.get("ok")?.as_u64()).unwrap_or(0);
+            if step_ok < *count as u64 {
+                let why = last.map(|c| c["failed"].clone()).unwrap_or(Value::Null);
+                stopped_by = format!("step {} connected {step_ok} of {count}: {why}", step + 1);
+                break;
+            }
+        }
+        Ok((first, json!({"stopped_by": stopped_by, "samples": samples})))
     }
 
     /// One poll turn: worker messages and publisher traffic.
@@ -463,10 +522,20 @@ pub fn run(cfg: &Config, raw_args: &[String]) -> i32 {
     let cpu0 = procs_cpu_ns(pids);
     let client0 = self_cpu_ns();
     let j0 = cpu_jiffies();
-    if let Err(e) = c.spawn_workers(raw_args) {
-        return report::setup_failure(cfg, &e);
+    if cfg.ramp {
+        match c.ramp(raw_args) {
+            Ok((asked, r)) => {
+                ph.requested = Some(asked);
+                ph.ramp = Some(r);
+            }
+            Err(e) => return report::setup_failure(cfg, &e),
+        }
+    } else {
+        if let Err(e) = c.spawn_workers(raw_args) {
+            return report::setup_failure(cfg, &e);
+        }
+        c.wait_connected();
     }
-    c.wait_connected();
     let conn_end = now_ns();
     ph.cores_connect = cores_busy(&j0, &cpu_jiffies());
     ph.server_cpu_connect = cpu0.zip(procs_cpu_ns(pids)).map(|(a, b)| b - a);

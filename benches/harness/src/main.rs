@@ -10,6 +10,7 @@ mod net;
 mod owner;
 mod procstat;
 mod publish;
+mod ramp;
 mod rawwrite;
 mod report;
 mod seqtrack;

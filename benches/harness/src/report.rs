@@ -44,6 +44,9 @@ pub struct Phases {
     pub client_cpu_total: u64,
     pub wall_ns: u64,
     pub setup_error: Option<String>,
+    /// `--ramp`: subscribers of the workers started, and the readings.
+    pub requested: Option<usize>,
+    pub ramp: Option<Value>,
 }
 
 fn sum(vals: &[Value], key: &str) -> u64 {
@@ -206,11 +209,12 @@ pub fn emit(cfg: &Config, ph: &Phases, publish: Option<&PublishResult>) -> i32 {
             chist.merge_sparse(h);
         }
     }
-    let unreported = cfg.subscribers as u64 - (ok + failed_total).min(cfg.subscribers as u64);
+    let requested = ph.requested.unwrap_or(cfg.subscribers) as u64;
+    let unreported = requested - (ok + failed_total).min(requested);
     out.insert(
         "connect".into(),
         json!({
-            "requested": cfg.subscribers,
+            "requested": requested,
             "ok": ok,
             "failed": failed_total + unreported,
             "failed_by_reason": failed,
@@ -226,8 +230,7 @@ pub fn emit(cfg: &Config, ph: &Phases, publish: Option<&PublishResult>) -> i32 {
         }),
     );
     line.push(format!(
-        "{ok}/{} subscribers in {:.2}s ({}/s)",
-        cfg.subscribers,
+        "{ok}/{requested} subscribers in {:.2}s ({}/s)",
         secs(span),
         rate(ok, span)
     ));
@@ -419,7 +422,17 @@ pub fn emit(cfg: &Config, ph: &Phases, publish: Option<&PublishResult>) -> i32 {
             "wall_s": secs(ph.wall_ns),
         }),
     );
-    let failed_all = (cfg.subscribers as u64).saturating_sub(ok);
+    if let Some(r) = &ph.ramp {
+        let mut r = r.clone();
+        let per = crate::ramp::per_subscriber(r["samples"].as_array().map_or(&[], |v| v));
+        line.push(format!(
+            "ramp stopped by: {}; per subscriber {per}",
+            r["stopped_by"]
+        ));
+        r["per_subscriber"] = per;
+        out.insert("ramp".into(), r);
+    }
+    let failed_all = requested.saturating_sub(ok);
     if failed_all > cfg.max_failures as u64 || ph.workers_lost > 0 {
         exit = 3;
     }
