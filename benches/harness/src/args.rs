@@ -30,6 +30,8 @@ Target (run, idle):
   --batch-open S / --batch-sep S / --batch-close S
                             how --batch K bodies are joined (default [ , ])
   --server-pid PID[,PID]    server process(es) to read memory and CPU from
+  --aux-pid PID[,PID]       other processes (Redis) whose CPU over the publish
+                            phase is reported apart (delivery.aux_cpu_*)
   --by-server-pid           also report subscribers, deliveries and latency
                             per server process (which one holds the other end
                             of each socket, from /proc): several processes
@@ -103,6 +105,7 @@ pub struct Config {
     pub batch_sep: String,
     pub batch_close: String,
     pub server_pids: Vec<u32>,
+    pub aux_pids: Vec<u32>,
     pub by_server_pid: bool,
     pub ramp: bool,
     pub min_available_mib: u64,
@@ -238,6 +241,7 @@ impl Config {
             batch_sep: ",".into(),
             batch_close: "]".into(),
             server_pids: vec![],
+            aux_pids: vec![],
             by_server_pid: false,
             ramp: false,
             min_available_mib: 0,
@@ -294,6 +298,11 @@ impl Config {
                 "--server-pid" => {
                     for p in val()?.split(',').filter(|s| !s.is_empty()) {
                         cfg.server_pids.push(num(p, flag)?);
+                    }
+                }
+                "--aux-pid" => {
+                    for p in val()?.split(',').filter(|s| !s.is_empty()) {
+                        cfg.aux_pids.push(num(p, flag)?);
                     }
                 }
                 "--by-server-pid" => cfg.by_server_pid = true,

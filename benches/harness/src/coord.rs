@@ -583,6 +583,7 @@ pub fn run(cfg: &Config, raw_args: &[String]) -> i32 {
         } else {
             let s0 = c.query_stats();
             let cpu0 = procs_cpu_ns(pids);
+            let aux0 = procs_cpu_ns(&cfg.aux_pids);
             let cl0 = c.client_cpu(&s0);
             let j0 = cpu_jiffies();
             let w0 = now_ns();
@@ -592,6 +593,7 @@ pub fn run(cfg: &Config, raw_args: &[String]) -> i32 {
             let cpu1 = procs_cpu_ns(pids);
             ph.publish_wall_ns = now_ns().saturating_sub(w0);
             ph.server_cpu_publish = cpu0.zip(cpu1).map(|(a, b)| b - a);
+            ph.aux_cpu_publish = aux0.zip(procs_cpu_ns(&cfg.aux_pids)).map(|(a, b)| b - a);
             ph.client_cpu_publish = c.client_cpu(&s1).saturating_sub(cl0);
             ph.stats_before_publish = s0;
             ph.mem_after_publish = procs_mem(pids);

@@ -33,6 +33,8 @@ pub struct Phases {
     pub client_cpu_connect: u64,
     pub hold: Option<Hold>,
     pub server_cpu_publish: Option<u64>,
+    /// `--aux-pid` (Redis, say): their CPU over the same window.
+    pub aux_cpu_publish: Option<u64>,
     pub client_cpu_publish: u64,
     /// Wall time over which the two CPU figures above were taken: from the
     /// first publish to the end of the drain.
@@ -164,6 +166,7 @@ fn config_json(cfg: &Config) -> Value {
         "hold_s": cfg.hold.as_secs_f64(),
         "duration_cap_s": cfg.duration.as_secs_f64(),
         "server_pids": cfg.server_pids,
+        "aux_pids": cfg.aux_pids,
         "by_server_pid": cfg.by_server_pid,
     })
 }
@@ -367,6 +370,13 @@ pub fn emit(cfg: &Config, ph: &Phases, publish: Option<&PublishResult>) -> i32 {
                 "disconnects": merge_maps(&ph.finals, "disconnects"),
                 "server_cpu_s": ph.server_cpu_publish.map(secs),
                 "server_cpu_pct": pct(ph.server_cpu_publish, ph.publish_wall_ns),
+                "aux_pids": cfg.aux_pids,
+                "aux_cpu_s": ph.aux_cpu_publish.map(secs),
+                "aux_cpu_pct": pct(ph.aux_cpu_publish, ph.publish_wall_ns),
+                "aux_cpu_ns_per_event": match ph.aux_cpu_publish {
+                    Some(c) if p.acked > 0 => json!(c / p.acked),
+                    _ => Value::Null,
+                },
                 "cpu_window_s": secs(ph.publish_wall_ns),
                 "client_cpu_s": secs(ph.client_cpu_publish),
                 "client_cpu_pct": client_pct,
