@@ -78,11 +78,12 @@ start_axum() {
     wait_port "$PORT" "$SERVER_PID" || die "axum-sse did not listen on $PORT"
 }
 
-start_nchan() { # HEARTBEAT_SECONDS
+start_nchan() { # HEARTBEAT_SECONDS [TEMPLATE]
     next_port
     SERVER_TMP=$(mktemp -d /tmp/ssecast-nchan.XXXXXX)
     sed -e "s#@PREFIX@#$SERVER_TMP#g" -e "s#@PORT@#$PORT#g" -e "s#@HEARTBEAT@#$1#g" \
-        "$ROOT/benches/peers/nchan/nginx.conf.template" >"$SERVER_TMP/nginx.conf"
+        -e "s#@REDIS@#redis://127.0.0.1:${REDIS_PORT:-6379}#g" \
+        "$ROOT/benches/peers/nchan/${2:-nginx.conf.template}" >"$SERVER_TMP/nginx.conf"
     taskset -c "$SERVER_CPU" nginx -p "$SERVER_TMP" -c "$SERVER_TMP/nginx.conf" -e "$SERVER_TMP/error.log" &
     SERVER_PID=$!
     wait_port "$PORT" "$SERVER_PID" || die "nginx did not listen on $PORT (see $SERVER_TMP/error.log)"
