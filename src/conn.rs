@@ -156,6 +156,27 @@ pub struct Waiting {
     pub head_only: bool,
     /// The client address counted against the per-client limit.
     pub client: IpAddr,
+    /// Redis mode: the stream's head went out, and it waits (with
+    /// heartbeats) for its channel to be followed or its replay to come.
+    pub held: Option<Box<Held>>,
+}
+
+/// A stream held in Redis mode: what it replays and how far it got.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// Replay the events after this id (`None`: live from the tip).
+    pub after: Option<u64>,
+    /// The last id replayed so far (`after` before the first page).
+    pub last: u64,
+    /// All pages came (or none was needed).
+    pub replayed: bool,
+    /// Events between `after` and what came are gone: the id to give the
+    /// `history-lost` notice, which is sent first.
+    pub lost_at: Option<u64>,
+    /// The replayed frames, encoded, and where each ends (`(id, end)`).
+    pub frames: Vec<u8>,
+    pub ends: Vec<(u64, usize)>,
+    pub grant: Option<(u64, Option<Box<str>>)>,
 }
 
 pub struct Conn {

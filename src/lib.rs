@@ -9,7 +9,8 @@
 //! its limits, `clock` the loop's time, `shutdown` how it is asked to stop; `outbound` the
 //! connections the hub opens (forward auth); `http` and `sse` the wire formats; `auth`
 //! verifies subscribe tokens (pure), `grants` holds token streams' `sub` and the revocations,
-//! `private` ties them to the loop (expiry, ending streams with a last event).
+//! `private` ties them to the loop (expiry, ending streams with a last event);
+//! `idempotency` keeps the answers to publishes sent with an `Idempotency-Key`.
 
 pub mod auth;
 pub mod channel;
@@ -18,6 +19,7 @@ pub mod config;
 pub mod conn;
 pub mod grants;
 pub mod http;
+pub mod idempotency;
 pub mod listener;
 pub mod outbound;
 

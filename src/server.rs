@@ -39,6 +39,8 @@ const SIGNALS: Token = Token(usize::MAX - 3);
 /// wheel's turn (1024 slots) above 100 s.
 pub const TICK: Duration = Duration::from_millis(100);
 const READ_BUF: usize = 64 * 1024;
+/// Idempotency-Key answers kept without Redis (the oldest go first).
+const IDEMPOTENCY_ENTRIES: usize = 100_000;
 /// Reads from one connection per loop turn before others get a go; the
 /// rest is read next turn (the loop then polls without sleeping).
 pub(crate) const READS_PER_TURN: u32 = 8;
@@ -77,6 +79,11 @@ pub struct Server {
     pub(crate) grants: Grants,
     /// Forward auth (`--subscribe-auth-url`): the calls to the application.
     pub(crate) asker: Option<Asker>,
+    /// Redis mode (`--redis-url`): the link, and what waits on it.
+    pub(crate) redis: Option<outbound::redis::Link>,
+    pub(crate) scaled: crate::session::Scaled,
+    /// `Idempotency-Key` answers without Redis.
+    pub(crate) idempotency: crate::idempotency::Store,
 }
 
 impl Server {
@@ -98,6 +105,29 @@ impl Server {
         let clock = Clock::new(now);
         let streams = Streams::new(listening.max_connections, cfg.max_connections_per_ip);
         let asker = outbound::auth::from_config(&cfg)?;
+        let redis = match cfg.scale.redis() {
+            Some(r) => {
+                let settings = outbound::redis::Settings {
+                    history_events: cfg.scale.history_events,
+                    history_ttl: cfg.history_ttl,
+                    wait_replicas: cfg.scale.redis_wait_replicas,
+                    idempotency_ttl: cfg.scale.idempotency_ttl,
+                };
+                let link = outbound::redis::Link::new(&r, &settings)?;
+                log::info!(
+                    "redis mode: {} (prefix '{}', process {}); publishes answer 503 until it is connected",
+                    link.address(),
+                    r.prefix,
+                    link.process()
+                );
+                Some(link)
+            }
+            None => None,
+        };
+        let idempotency = crate::idempotency::Store::new(
+            cfg.scale.idempotency_ttl.as_millis() as u64,
+            IDEMPOTENCY_ENTRIES,
+        );
         let mut wheel = Wheel::new(now, TICK);
         wheel.reserve(reserve);
         Ok(Server {
@@ -138,6 +168,9 @@ impl Server {
             grants: Grants::default(),
             status_next: None,
             asker,
+            redis,
+            scaled: crate::session::Scaled::default(),
+            idempotency,
         })
     }
 
@@ -183,6 +216,8 @@ impl Server {
                         let w = ev.is_writable() || ev.is_write_closed() || ev.is_error();
                         if outbound::is_outbound(Token(key)) {
                             self.on_outbound(Token(key), r, w);
+                        } else if outbound::redis::is_redis(Token(key)) {
+                            self.on_redis(Token(key));
                         } else if let Some(c) = self.conns.get_mut(key) {
                             c.readable |= r;
                             c.writable |= w;
@@ -198,6 +233,7 @@ impl Server {
                 self.accept();
             }
             self.publish_status();
+            self.redis_turn();
             self.fan_out();
             // After the fan-out pass: every byte has been offered to its
             // subscribers, so expiry never waits for one.
@@ -237,6 +273,7 @@ impl Server {
             self.acceptor.wake_at(),
             self.status_next,
             expiry,
+            self.redis_wake(),
         ]
         .into_iter()
         .flatten()
@@ -419,6 +456,18 @@ impl Server {
         data: &str,
     ) -> Result<u64, PublishError> {
         let now = self.stamp();
+        self.append_event(ch, event, data, now)
+    }
+
+    /// Appends with the id `max(last + 1, now.unix_us)`: Redis mode passes
+    /// the id Redis gave as the time.
+    pub(crate) fn append_event(
+        &mut self,
+        ch: u32,
+        event: Option<&str>,
+        data: &str,
+        now: crate::channel::Stamp,
+    ) -> Result<u64, PublishError> {
         loop {
             match self.hub.publish(ch, event, data, now)? {
                 Appended::Id(id) => return Ok(id),
@@ -500,6 +549,7 @@ impl Server {
         };
         self.wheel.cancel_conn(key);
         self.grants.forget(key);
+        self.scaled.awaiting.remove(&key);
         if let (Phase::Waiting(w), Some(asker)) = (&c.phase, &mut self.asker) {
             asker.cancel(w.call);
         }
@@ -549,7 +599,7 @@ impl Server {
 
     /// Last chance to send what is pending, then a clean end: the last
     /// chunk (when everything else went out) and FIN.
-    fn end_stream(&mut self, key: usize) {
+    pub(crate) fn end_stream(&mut self, key: usize) {
         self.write_stream(key);
         if let Some(c) = self.conns.get_mut(key) {
             let done =

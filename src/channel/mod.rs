@@ -86,6 +86,10 @@ pub struct Channel {
     pub name: Box<str>,
     pub log: Log,
     pub subscribers: Vec<u32>,
+    /// Redis mode: the ring holds every event of the channel's stream
+    /// after its floor (it is followed); otherwise it is no cache of the
+    /// stream and serves no resume.
+    pub synced: bool,
     live: bool,
     dirty: bool,
     /// Log offset from which bytes have not been through a fan-out pass
@@ -98,6 +102,7 @@ pub struct Channel {
 impl Channel {
     fn vacant() -> Channel {
         Channel {
+            synced: false,
             name: Box::from(""),
             log: Log::new(0, 0),
             subscribers: Vec::new(),
@@ -202,6 +207,7 @@ impl Hub {
             name: name.into(),
             log: Log::new(self.limits.history_bytes, floor.saturating_add(1)),
             subscribers: Vec::new(),
+            synced: false,
             live: true,
             dirty: false,
             unsent_from: 0,
@@ -331,6 +337,26 @@ impl Hub {
         }
         debug_assert!(self.used <= budget);
         Ok(Appended::Id(id))
+    }
+
+    /// Redis mode: empties the ring and starts it again just after
+    /// `floor` (the channel's tip in Redis); `synced` from now on, or not
+    /// (no longer followed). Only a channel without subscribers (no cursor
+    /// points into the old ring).
+    pub fn rebase(&mut self, ch: u32, floor: u64, synced: bool) {
+        let cap = self.limits.history_bytes;
+        let c = &mut self.channels[ch as usize];
+        if !c.subscribers.is_empty() {
+            log::error!("channel {}: not rebased, it has subscribers", c.name);
+            return;
+        }
+        let before = c.log.memory();
+        c.log = Log::new(cap, floor.saturating_add(1));
+        c.synced = synced;
+        c.unsent_from = 0;
+        self.used = self.used - before + c.log.memory();
+        self.ages.remove(ch);
+        self.queue_idle(ch);
     }
 
     /// Drops the oldest frame of `ch` (its history is full), unless it has

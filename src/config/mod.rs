@@ -5,6 +5,7 @@
 
 mod flags;
 mod net;
+mod scale;
 mod values;
 
 use std::fmt;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use flags::{Flag, FLAGS};
 pub use net::{canonical, Cidr, Cors};
+pub use scale::{Redis, RedisAddr, RedisUrl, Scale};
 pub use values::size;
 use values::{boolean, count, invalid, positive_secs, secs, BOOL, POS, SECS, WHOLE};
 
@@ -70,6 +72,8 @@ pub struct Config {
     /// How long allowed answers are cached; zero: not at all.
     pub subscribe_auth_cache: Duration,
     pub subscribe_auth_max_inflight: usize,
+    /// Redis, the shared port, the admin address (`scale.rs`).
+    pub scale: Scale,
 }
 
 impl Default for Config {
@@ -104,6 +108,7 @@ impl Default for Config {
             subscribe_auth_timeout: Duration::from_secs(2),
             subscribe_auth_cache: Duration::from_secs(5),
             subscribe_auth_max_inflight: 64,
+            scale: Scale::default(),
         }
     }
 }
@@ -203,6 +208,9 @@ impl Config {
     fn set(&mut self, f: &Flag, v: &str, origin: &str) -> Result<(), ConfigError> {
         let bad = |why: &str| invalid(format!("invalid value for {origin}: '{v}' {why}"));
         let v = v.trim();
+        if self.scale.set(f.name, v, origin)? {
+            return Ok(());
+        }
         match f.name {
             "bind" => {
                 self.bind = v
@@ -398,7 +406,7 @@ impl Config {
              max_body_bytes={} max_channels={} shutdown_grace={:?} access_log={} ui={} \
              subscribe_secret={} public_channels={} subscribe_cookie={} \
              subscribe_auth_url={} subscribe_auth_timeout={:?} subscribe_auth_cache={:?} \
-             subscribe_auth_max_inflight={}",
+             subscribe_auth_max_inflight={} {}",
             if self.max_connections == 0 {
                 "auto".to_string()
             } else {
@@ -452,6 +460,7 @@ impl Config {
             self.subscribe_auth_timeout,
             self.subscribe_auth_cache,
             self.subscribe_auth_max_inflight,
+            self.scale.summary(),
         )
     }
 

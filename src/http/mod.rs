@@ -57,6 +57,8 @@ pub struct Request<'a> {
     pub forwarded_for: Option<&'a str>,
     pub real_ip: Option<&'a str>,
     pub preflight_method: Option<&'a str>,
+    /// `Idempotency-Key` on a publish.
+    pub idempotency_key: Option<&'a str>,
     pub expect_continue: bool,
     pub framing: Option<Framing>,
 }
@@ -107,7 +109,7 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Request<'_>, us
 }
 
 /// The headers ssecast reads; every other header is opaque.
-const USED_HEADERS: [&str; 13] = [
+const USED_HEADERS: [&str; 14] = [
     "host",
     "content-length",
     "transfer-encoding",
@@ -121,6 +123,7 @@ const USED_HEADERS: [&str; 13] = [
     "x-real-ip",
     "access-control-request-method",
     "expect",
+    "idempotency-key",
 ];
 
 /// What the headers say about the request's framing and host.
@@ -213,6 +216,8 @@ fn read_header<'a>(
         req.real_ip = Some(value);
     } else if is("access-control-request-method") {
         req.preflight_method = Some(value);
+    } else if is("idempotency-key") {
+        req.idempotency_key = Some(value);
     } else if is("expect") && minor == 1 {
         // RFC 9110 10.1.1: an HTTP/1.0 client's expectation is ignored.
         if !value.eq_ignore_ascii_case("100-continue") {

@@ -12,6 +12,7 @@ use super::{invalid_name, reserved_name, valid_channel, Refusal, DEFAULT_CHANNEL
 use crate::channel::Hub;
 use crate::config::Config;
 use crate::http::{self, HttpError, Request};
+use crate::idempotency;
 use crate::sse;
 use crate::stats::Reject;
 
@@ -38,6 +39,7 @@ pub fn check<'a>(
     client: IpAddr,
     cfg: &Config,
     hub: &Hub,
+    creates: bool,
 ) -> Result<Vec<Publish<'a>>, Refusal> {
     check_credential(req, client, cfg)?;
     let events = decode_publish(req, body).map_err(|e| {
@@ -68,7 +70,8 @@ pub fn check<'a>(
             new_channels.push(&ev.channel);
         }
     }
-    if !hub.can_create(new_channels.len()) {
+    // In Redis mode a publish creates no local channel.
+    if creates && !hub.can_create(new_channels.len()) {
         return Err(Refusal::new(
             HttpError::new(503, "channel limit reached (--max-channels)"),
             Reject::ChannelLimit,
@@ -76,6 +79,44 @@ pub fn check<'a>(
         .with_headers(&["Retry-After: 5"]));
     }
     Ok(events)
+}
+
+/// The `Idempotency-Key` of a publish, when it has one (and
+/// `--idempotency-ttl` is not 0): its scope (the publish credential and
+/// the key) and the body's hash.
+pub fn idempotency(
+    req: &Request<'_>,
+    body: &[u8],
+    cfg: &Config,
+) -> Result<Option<(idempotency::Digest, idempotency::Digest)>, Refusal> {
+    let Some(k) = req.idempotency_key else {
+        return Ok(None);
+    };
+    if !idempotency::valid_key(k) {
+        return Err(Refusal::new(
+            HttpError::new(
+                400,
+                "Idempotency-Key must be 1 to 255 printable ASCII characters",
+            ),
+            Reject::BadRequest,
+        ));
+    }
+    if cfg.scale.idempotency_ttl.is_zero() {
+        return Ok(None);
+    }
+    let credential = req.authorization.and_then(bearer).unwrap_or("");
+    Ok(Some((
+        idempotency::scope(credential.as_bytes(), k),
+        idempotency::body_hash(body),
+    )))
+}
+
+/// The same Idempotency-Key with another body.
+pub fn idempotency_conflict() -> Refusal {
+    Refusal::new(
+        HttpError::new(422, "this Idempotency-Key was used with a different body"),
+        Reject::BadRequest,
+    )
 }
 
 /// Who may publish (and use the other operator endpoints): the holder of

@@ -25,12 +25,18 @@ pub fn status(snapshot: &Snapshot<'_>, cors: &[String]) -> Reply {
 }
 
 /// For orchestrators: 200 while running, 503 while draining.
-pub fn health(draining: bool, streams: usize, cors: &[String]) -> Reply {
-    let body = json!({
+/// `redis`: Redis mode's connection, up or not. Its being down is no
+/// reason for a 503: every replica shares one Redis, and an orchestrator
+/// would pull all of them at once; streams and replays from the rings go on.
+pub fn health(draining: bool, streams: usize, redis: Option<bool>, cors: &[String]) -> Reply {
+    let mut body = json!({
         "status": if draining { "draining" } else { "healthy" },
         "timestamp": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         "sse_connections": streams,
     });
+    if let (Some(up), Some(o)) = (redis, body.as_object_mut()) {
+        o.insert("redis".into(), json!(if up { "up" } else { "down" }));
+    }
     let status = if draining { 503 } else { 200 };
     Reply::json(
         status,

@@ -8,7 +8,10 @@
 //! bookkeeping (grants, expiry, revocation) `session/private.rs`.
 
 mod private;
+mod scaled;
 mod stages;
+
+pub(crate) use scaled::Scaled;
 
 use std::net::IpAddr;
 use std::net::Shutdown;
@@ -40,7 +43,10 @@ impl Handler for Requests<'_> {
     fn gate(&self) -> Gate {
         match self.server.conns.get(self.key) {
             Some(c) if matches!(c.phase, crate::conn::Phase::Request { .. }) && !c.close_after => {
-                if c.out.len() > MAX_OUT_BACKLOG {
+                // A publish waiting for Redis holds back what follows it.
+                if c.out.len() > MAX_OUT_BACKLOG
+                    || self.server.scaled.awaiting.contains_key(&self.key)
+                {
                     Gate::Backlogged
                 } else {
                     Gate::Open
@@ -103,7 +109,7 @@ impl Server {
                 }
                 return false;
             }
-            if left > reader::MAX_OUT_BACKLOG {
+            if left > reader::MAX_OUT_BACKLOG || self.scaled.awaiting.contains_key(&key) {
                 return false;
             }
             if backlogged {
@@ -326,10 +332,14 @@ impl Server {
             }
             Resolved::Endpoint(Route::Broadcast) => {
                 let started = Instant::now();
-                let r = self.publish(req, body, client, &cors);
+                let r = self.publish(key, req, body, client, &cors, keep_alive);
                 self.stats
                     .observe_publish(started.elapsed().as_micros() as u64);
-                r
+                match r {
+                    Ok(None) => return, // answered when Redis has it
+                    Ok(Some(reply)) => Ok(reply),
+                    Err(r) => Err(r),
+                }
             }
             Resolved::Endpoint(Route::Close) => self.close_streams(req, body, client, &cors),
             Resolved::Endpoint(Route::Metrics) => {
@@ -345,6 +355,7 @@ impl Server {
             Resolved::Endpoint(Route::Health) => Ok(status::health(
                 self.draining.is_some(),
                 self.hub.subscriber_count(),
+                self.redis.as_ref().map(|l| l.is_up()),
                 &cors,
             )),
             Resolved::Endpoint(Route::NotFound) => return,
@@ -384,18 +395,59 @@ impl Server {
         }
     }
 
+    /// A publish: validated, then appended here, or sent to Redis (`None`:
+    /// the answer comes when Redis has it). With an `Idempotency-Key`, the
+    /// answer stored for the same key is repeated instead (422 for another
+    /// body).
     fn publish(
         &mut self,
+        key: usize,
         req: &Request<'_>,
         body: &[u8],
         client: IpAddr,
         cors: &[String],
-    ) -> Result<Reply, Refusal> {
+        keep_alive: bool,
+    ) -> Result<Option<Reply>, Refusal> {
         self.stats.publish_requests += 1;
-        let events = publish::check(req, body, client, &self.cfg, &self.hub)?;
+        let scaled = self.redis.is_some();
+        let events = publish::check(req, body, client, &self.cfg, &self.hub, !scaled)?;
+        let batch = publish::body_is_array(req, body);
+        let idem = publish::idempotency(req, body, &self.cfg)?;
+        if scaled {
+            let stored = idem.map(|(scope, hash)| {
+                (
+                    crate::idempotency::hex(&scope),
+                    crate::idempotency::hex(&hash),
+                )
+            });
+            return match self.publish_to_redis(key, &events, stored, keep_alive, cors, batch) {
+                Ok(()) => Ok(None),
+                Err(reply) => Ok(Some(reply)),
+            };
+        }
+        let now_ms = self.clock.ms();
+        if let Some((scope, hash)) = &idem {
+            use crate::idempotency::Lookup;
+            match self.idempotency.lookup(scope, hash, now_ms) {
+                Lookup::Replay(answer) => {
+                    let answer = answer.to_vec();
+                    return Ok(Some(Reply::json(
+                        200,
+                        answer,
+                        &["Idempotent-Replayed: true"],
+                        cors,
+                    )));
+                }
+                Lookup::Conflict => return Err(publish::idempotency_conflict()),
+                Lookup::New => {}
+            }
+        }
         let published = self.publish_all(&events);
-        let answer = publish::answer(&published, publish::body_is_array(req, body));
-        Ok(Reply::json(200, answer, &[], cors))
+        let answer = publish::answer(&published, batch);
+        if let Some((scope, hash)) = idem {
+            self.idempotency.store(scope, hash, answer.clone(), now_ms);
+        }
+        Ok(Some(Reply::json(200, answer, &[], cors)))
     }
 
     /// The time of a publish or a new channel: the wall clock for ids,
@@ -477,6 +529,14 @@ impl Server {
             draining: self.draining.is_some(),
             names,
             auth: self.asker.as_ref().map(|a| a.view()),
+            redis: self.redis.as_ref().map(|l| crate::stats::RedisView {
+                state: l.state(),
+                address: l.address().to_string(),
+                reconnects: l.stats.reconnects,
+                last_error: l.stats.last_error.clone(),
+                followed: l.followed(),
+                publish_refused: l.stats.publish_refused,
+            }),
         }
     }
 
@@ -502,6 +562,7 @@ impl Server {
                 self.respond_error(key, &e, &[], head);
                 self.begin_close(key);
             }
+            Phase::Waiting(w) if w.held.is_some() => self.heartbeat_held(key),
             Phase::Waiting(_) => self.resume_stream(key, Verdict::TimedOut),
             _ => self.close(key),
         }

@@ -96,14 +96,38 @@ impl Server {
         publish::check_credential(req, client, &self.cfg)?;
         let close = admin::decode_close(req, body)?;
         let now_unix = self.clock.unix_secs();
-        if close.bar_secs > 0 {
-            let until = now_unix.saturating_add(close.bar_secs);
-            self.grants
+        let until = match close.bar_secs {
+            0 => 0,
+            secs => now_unix.saturating_add(secs),
+        };
+        if until > 0
+            && self
+                .grants
                 .revoke(close.what.clone(), until, now_unix)
-                .map_err(|_| admin::table_full())?;
+                .is_err()
+        {
+            return Err(admin::table_full());
+        }
+        let closed = self.apply_revocation(&close.what, until);
+        // Every other process closes its own streams as the control
+        // entry reaches it (`{"closed"}` counts this process's).
+        if self.redis.is_some() {
+            self.share_revocation(&close.what, until);
+        }
+        log::info!("closed {closed} stream(s): {:?}", close.what);
+        Ok(admin::answer(closed, cors))
+    }
+
+    /// Bars `what` until `until` (Unix seconds; 0: no bar) and ends the
+    /// matching streams with `event: closed`; returns how many.
+    pub(crate) fn apply_revocation(&mut self, what: &Revoked, until: u64) -> usize {
+        let now_unix = self.clock.unix_secs();
+        if until > now_unix {
+            // Already barred when it came from this process's own request.
+            let _ = self.grants.revoke(what.clone(), until, now_unix);
             // Cached answers of the application would let it back in.
             if let Some(asker) = self.asker.as_mut() {
-                match &close.what {
+                match what {
                     Revoked::Channel(name) => {
                         asker.purge_channel(name);
                     }
@@ -111,7 +135,7 @@ impl Server {
                 }
             }
         }
-        let keys: Vec<usize> = match &close.what {
+        let keys: Vec<usize> = match what {
             Revoked::Channel(name) => self.hub.find(name).map_or_else(Vec::new, |ch| {
                 let subs = &self.hub.get(ch).subscribers;
                 subs.iter().map(|&k| k as usize).collect()
@@ -121,7 +145,6 @@ impl Server {
         for &key in &keys {
             self.end_with(key, Ending::Closed);
         }
-        log::info!("closed {} stream(s): {:?}", keys.len(), close.what);
-        Ok(admin::answer(keys.len(), cors))
+        keys.len()
     }
 }

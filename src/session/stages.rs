@@ -25,6 +25,9 @@ enum Opened {
     Stream(Attach),
     /// A HEAD: the stream's head, and no stream.
     Head(Vec<u8>),
+    /// Redis mode, after forward auth: the stream starts in
+    /// `start_scaled` (with this grant).
+    Scaled(Option<(u64, Option<Box<str>>)>),
 }
 
 impl Server {
@@ -51,11 +54,29 @@ impl Server {
                     status,
                     head_only,
                     client,
+                    held: None,
                 };
                 return self.ask_application(key, req, waiting);
             }
             Ok((target, _)) if head_only => {
                 self.head_of_stream(&target, chunked, &cors, keep_alive)
+            }
+            Ok((target, authorised)) if self.redis.is_some() && !status => {
+                let w = Waiting {
+                    call: 0,
+                    channel: target.channel.as_ref().into(),
+                    last_id: None,
+                    chunked,
+                    cors: cors.clone(),
+                    status,
+                    head_only,
+                    client,
+                    held: None,
+                };
+                match self.start_scaled(key, &target, w, authorised) {
+                    Ok(()) => return,
+                    Err(r) => Err(r),
+                }
             }
             Ok((target, authorised)) => self
                 .start_stream(&target, chunked, &cors, client, authorised)
@@ -74,6 +95,7 @@ impl Server {
     /// A subscribe that went through: the stream, or the head of one.
     fn open(&mut self, key: usize, opened: Opened, status: bool, keep_alive: bool) {
         match opened {
+            Opened::Scaled(_) => {}
             Opened::Stream(a) => self.attach(key, a, status),
             Opened::Head(head) => {
                 self.last_response = (200, 0);
@@ -163,7 +185,37 @@ impl Server {
         };
         self.wheel.cancel(Timer::io(key));
         let opened = match verdict {
-            Verdict::Allow { expires_unix } => self.allowed(&w, expires_unix),
+            Verdict::Allow { expires_unix } => match self.allowed(&w, expires_unix) {
+                Ok(Opened::Scaled(grant)) => {
+                    let target = Target {
+                        channel: Cow::Owned(w.channel.to_string()),
+                        last_id: w.last_id.as_deref().map(|s| Cow::Owned(s.to_string())),
+                    };
+                    let authorised = match grant {
+                        Some((exp, _)) => Authorised::Until {
+                            exp_unix: exp.saturating_sub(crate::auth::LEEWAY_SECS),
+                            sub: None,
+                        },
+                        None => Authorised::Open,
+                    };
+                    let again = Waiting {
+                        call: 0,
+                        channel: w.channel.clone(),
+                        last_id: None,
+                        chunked: w.chunked,
+                        cors: w.cors.clone(),
+                        status: w.status,
+                        head_only: false,
+                        client: w.client,
+                        held: None,
+                    };
+                    match self.start_scaled(key, &target, again, authorised) {
+                        Ok(()) => return self.drive(key),
+                        Err(r) => Err(r),
+                    }
+                }
+                other => other,
+            },
             Verdict::Unauthorized => Err(Refusal::new(
                 HttpError::new(401, "the application did not authorise this subscription"),
                 Reject::Unauthorized,
@@ -216,6 +268,9 @@ impl Server {
         if let Some(what) = self.grants.barred(&w.channel, None, self.clock.unix_secs()) {
             return Err(crate::routes::admin::revoked(&what));
         }
+        if self.redis.is_some() && !w.status {
+            return Ok(Opened::Scaled(expires_unix.map(|e| (e, None))));
+        }
         let mut a = self.start_stream(&target, w.chunked, &w.cors, w.client, Authorised::Open)?;
         // The application's `X-Ssecast-Expires` ends the stream like a
         // token's `exp`, without a leeway: it is relative to now, so no
@@ -250,7 +305,7 @@ impl Server {
     }
 
     /// The last stages: the channel, where in its log to start, the head.
-    fn start_stream(
+    pub(super) fn start_stream(
         &mut self,
         target: &Target<'_>,
         chunked: bool,

@@ -2,6 +2,10 @@
 
 use serde_json::{json, Map, Value};
 
+mod scaled;
+
+pub use scaled::RedisView;
+
 use crate::channel::Hub;
 use crate::config::Config;
 
@@ -51,6 +55,38 @@ pub struct Stats {
     pub publish_us_sum: u64,
     pub publish_us_max: u64,
     pub publish_buckets: [u64; PUBLISH_BUCKETS_US.len()],
+    /// Redis mode: publish round trip to Redis, and follow lag (from the
+    /// append in Redis, its id, to the local append).
+    pub redis_publish: Histogram,
+    pub follow_lag: Histogram,
+    /// Events sent to resuming clients from Redis, and from the ring.
+    pub replayed_redis: u64,
+    pub replayed_ring: u64,
+}
+
+/// Upper bounds (microseconds) of the Redis histograms' buckets.
+pub const REDIS_BUCKETS_US: [u64; 12] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 250_000, 1_000_000, 5_000_000,
+];
+
+/// A latency histogram in microseconds (cumulative buckets, as Prometheus).
+#[derive(Default, Debug, Clone)]
+pub struct Histogram {
+    pub count: u64,
+    pub sum_us: u64,
+    pub buckets: [u64; REDIS_BUCKETS_US.len()],
+}
+
+impl Histogram {
+    pub fn observe(&mut self, us: u64) {
+        self.count += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+        for (i, le) in REDIS_BUCKETS_US.iter().enumerate() {
+            if us <= *le {
+                self.buckets[i] += 1;
+            }
+        }
+    }
 }
 
 /// Upper bounds (microseconds) of the publish-latency histogram buckets.
@@ -103,6 +139,8 @@ pub struct Snapshot<'a> {
     pub names: bool,
     /// Forward auth, when configured.
     pub auth: Option<crate::outbound::auth::AuthView>,
+    /// Redis mode, when configured.
+    pub redis: Option<RedisView>,
 }
 
 impl Snapshot<'_> {
@@ -186,6 +224,9 @@ impl Snapshot<'_> {
         }
         if let (Some(a), Some(obj)) = (&self.auth, doc.as_object_mut()) {
             obj.insert("forward_auth".into(), a.json());
+        }
+        if let (Some(r), Some(obj)) = (&self.redis, doc.as_object_mut()) {
+            obj.insert("redis".into(), r.json(s));
         }
         doc
     }
@@ -356,6 +397,9 @@ impl Snapshot<'_> {
         self.publish_histogram(&mut o);
         if let Some(a) = &self.auth {
             a.metrics(&mut o);
+        }
+        if let Some(r) = &self.redis {
+            r.metrics(s, &mut o);
         }
         o
     }
