@@ -57,7 +57,8 @@ def check_connect(problems, name, r, best_effort=False):
         fail(problems, name, f"connected {c.get('ok')} of {want}, failed {c.get('failed')} {c.get('failed_by_reason')}")
     mem = r.get("memory") or {}
     per = mem.get("rss_bytes_per_subscriber")
-    if not isinstance(per, (int, float)) or per <= 0:
+    # (with a handful of subscribers the growth is under one page: 0)
+    if want >= 100 and (not isinstance(per, (int, float)) or per <= 0):
         fail(problems, name, f"no memory reading (rss_bytes_per_subscriber={per!r})")
 
 

@@ -209,18 +209,31 @@ start_hub() {
 rload() {
     local name=$1 c0=0 t0
     t0=$(date +%s%N)
-    [[ -n $REDIS_PID ]] && c0=$(proc_ticks "$REDIS_PID")
+    if [[ -n $REDIS_PID ]]; then
+        c0=$(proc_ticks "$REDIS_PID")
+        redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
+    fi
     load "$@" ${REDIS_PID:+--aux-pid "$REDIS_PID"}
     [[ -n $REDIS_PID ]] || return 0
+    # Redis's own account of the commands it ran (time per call includes
+    # any preemption of its core).
+    redis-cli -p "$REDIS_PORT" info commandstats | tr -d '\r' >"$OUT/$name.redis-commandstats.txt"
     python3 - "$OUT/$name.json" "$REDIS_DESC" "$c0" "$(proc_ticks "$REDIS_PID")" "$t0" "$(date +%s%N)" \
-        "$(getconf CLK_TCK)" "$HUB_REDIS" <<'PY'
+        "$(getconf CLK_TCK)" "$HUB_REDIS" "$OUT/$name.redis-commandstats.txt" <<'PY'
 import json, sys
-path, desc, c0, c1, t0, t1, hz, hub = sys.argv[1:]
+path, desc, c0, c1, t0, t1, hz, hub, cs = sys.argv[1:]
 d = json.loads(open(path).readline())
 r = json.loads(desc)
 r["cpu_s_whole_run"] = (int(c1) - int(c0)) / int(hz)
 r["cpu_pct_whole_run"] = round(100 * r["cpu_s_whole_run"] / ((int(t1) - int(t0)) / 1e9), 1)
 r["hub_in_redis_mode"] = hub == "1"
+stats = {}
+for line in open(cs):
+    if line.startswith("cmdstat_"):
+        name, _, rest = line[8:].strip().partition(":")
+        kv = dict(x.split("=", 1) for x in rest.split(","))
+        stats[name] = {"calls": int(kv["calls"]), "usec_per_call": float(kv["usec_per_call"])}
+r["commandstats"] = stats
 d["redis"] = r
 open(path, "w").write(json.dumps(d) + "\n")
 PY
@@ -334,7 +347,7 @@ for n, x in R.items():
     rd = g(x, "redis") or {}
     aof = f"appendonly yes, appendfsync {rd.get('appendfsync')}" if rd.get("appendonly") == "yes" else "appendonly no"
     dry = "" if rd.get("hub_in_redis_mode") else " (DRY RUN: hub not in Redis mode)"
-    where = f"Redis on core {rd.get('core')}{dry}, {aof}, Redis CPU {d.get('aux_cpu_pct')} % ({(d.get('aux_cpu_ns_per_event') or 0) / 1e3:.1f} us/publish)" if rd else "no Redis"
+    where = f"Redis on core {rd.get('core')}{dry}, {aof}, Redis CPU {d.get('aux_cpu_pct')} % ({(d.get('aux_cpu_ns_per_event') or 0) / 1e3:.1f} us/publish; EVALSHA {g(rd, 'commandstats', 'evalsha', 'usec_per_call')} us per call by INFO commandstats)" if rd else "no Redis"
     print(f"{n}: {p.get('events_acked')} of {p.get('events_attempted')} acknowledged, {p.get('events_per_s')}/s (goal >= 30,000), "
           f"ack p50 {ms(g(p, 'ack_rtt_ns', 'p50'))} p99 {ms(g(p, 'ack_rtt_ns', 'p99'))}; hub CPU {d.get('server_cpu_pct')} %; {where}; errors {p.get('errors')}")
 PY
