@@ -25,6 +25,8 @@
 #
 #   scripts/million.sh
 #   TARGET=200 HUBS=2 PER_WORKER=50 scripts/million.sh   # a tiny dry run
+#   REUSE_PORT=0 scripts/million.sh   # each hub on its own port (SHARED+i),
+#                                     # the client spreading over them
 #   SKIP_BUILD=1 SSECAST=path scripts/million.sh
 set -euo pipefail
 
@@ -48,6 +50,7 @@ EVENTS=${EVENTS:-3}
 RATE=${RATE:-0.1}
 CONNECT_CONCURRENCY=${CONNECT_CONCURRENCY:-64}
 # REUSE_PORT=0 HUB_REDIS=0 HUBS=1: a dry run with a hub that has neither.
+# (REUSE_PORT=0 with Redis: hub i on its own port; see below.)
 REUSE_PORT=${REUSE_PORT:-1}
 HUB_REDIS=${HUB_REDIS:-1}
 START=$(date +%s)
@@ -106,25 +109,33 @@ machine_reading start
 [[ $HUB_REDIS == 1 ]] && start_redis
 next_port
 SHARED=$PORT
-log "starting $HUBS hub processes on 127.0.0.1:$SHARED (reuse-port $REUSE_PORT, Redis $HUB_REDIS), core $SERVER_CPU, heartbeat ${HEARTBEAT}s"
+# REUSE_PORT=1: every hub on $SHARED (--reuse-port), its own figures on an
+# --admin-bind address. REUSE_PORT=0: hub i on its own port SHARED+i (status
+# there too), the client spreading its subscribers over them (--sub-servers);
+# publishes go to the first, Redis carries them to the others.
+NEXT_PORT=$((SHARED + HUBS))
+log "starting $HUBS hub processes from 127.0.0.1:$SHARED (reuse-port $REUSE_PORT, Redis $HUB_REDIS), core $SERVER_CPU, heartbeat ${HEARTBEAT}s"
+SUB_SERVERS=()
 for ((i = 0; i < HUBS; i++)); do
-    admin=$((SHARED + 3000 + i))
-    flags=(--bind "127.0.0.1:$SHARED" --log-level warn --heartbeat-interval "$HEARTBEAT")
-    # (the dry run's hub may predate --admin-bind: its status is on the shared port)
-    [[ $REUSE_PORT == 1 || $HUB_REDIS == 1 ]] && flags+=(--admin-bind "127.0.0.1:$admin")
-    [[ $REUSE_PORT == 1 ]] && flags+=(--reuse-port)
+    flags=(--log-level warn --heartbeat-interval "$HEARTBEAT")
+    if [[ $REUSE_PORT == 1 ]]; then
+        port=$SHARED
+        admin=$((SHARED + 3000 + i))
+        flags+=(--bind "127.0.0.1:$port" --reuse-port --admin-bind "127.0.0.1:$admin")
+    else
+        port=$((SHARED + i))
+        admin=$port
+        flags+=(--bind "127.0.0.1:$port")
+    fi
     [[ $HUB_REDIS == 1 ]] && flags+=(--redis-url "redis://127.0.0.1:$REDIS_PORT")
     taskset -c "$SERVER_CPU" "$SSECAST" "${flags[@]}" 2>>"$OUT/hubs.log" &
     HUB_PIDS+=($!)
-    if [[ $REUSE_PORT == 1 || $HUB_REDIS == 1 ]]; then
-        ADMIN_PORTS+=("$admin")
-        wait_port "$admin" "$!" || die "hub $i did not listen on its admin address $admin (see $OUT/hubs.log)"
-        [[ $HUB_REDIS == 1 ]] && wait_redis_up "$admin"
-    else
-        ADMIN_PORTS+=("$SHARED")
-        wait_port "$SHARED" "$!" || die "hub did not listen"
-    fi
+    ADMIN_PORTS+=("$admin")
+    SUB_SERVERS+=("127.0.0.1:$port")
+    wait_port "$admin" "$!" || die "hub $i did not listen on $admin (see $OUT/hubs.log)"
+    if [[ $HUB_REDIS == 1 ]]; then wait_redis_up "$admin"; fi
 done
+[[ $REUSE_PORT == 1 ]] && SUB_SERVERS=("127.0.0.1:$SHARED")
 PIDS=$(IFS=,; echo "${HUB_PIDS[*]}")
 log "hubs: ${HUB_PIDS[*]}"
 
@@ -165,6 +176,7 @@ left=$((MAX_SECONDS - ($(date +%s) - START) - 120))
 ((left > 60)) || die "no time left for the load"
 : >"$OUT/run.err"
 taskset -c "$CLIENT_CPU" "$HARNESS" run --server "127.0.0.1:$SHARED" --server-pid "$PIDS" \
+    --sub-servers "$(IFS=,; echo "${SUB_SERVERS[*]}")" \
     ${REDIS_PID:+--aux-pid "$REDIS_PID"} --label million \
     --ramp --min-available-mib "$MIN_AVAILABLE_MIB" --subscribers "$TARGET" --per-worker "$PER_WORKER" \
     --sources "$SOURCES" --connect-concurrency "$CONNECT_CONCURRENCY" --max-failures "$TARGET" \

@@ -16,6 +16,9 @@ USAGE:
 
 Target (run, idle):
   --server HOST:PORT        server address (default 127.0.0.1:5001)
+  --sub-servers A:P,B:Q,..  subscribers go to these addresses round-robin
+                            (several processes on their own ports); default
+                            --server, where publishes still go
   --pub-server HOST:PORT    where publishes go when that is another
                             address (Pushpin's publish API); default --server
   --preset NAME             ssecast | nchan | axum | pushpin: fills the paths,
@@ -91,6 +94,8 @@ pub enum Mode {
 pub struct Config {
     pub mode: Mode,
     pub server: SocketAddrV4,
+    /// Where subscribers connect, round-robin (default: `server` alone).
+    pub sub_servers: Vec<SocketAddrV4>,
     pub host_header: String,
     pub pub_server: SocketAddrV4,
     pub pub_host_header: String,
@@ -216,6 +221,7 @@ impl Config {
     pub fn parse(mode: Mode, args: &[String]) -> Result<Config, String> {
         let mut server = "127.0.0.1:5001".to_string();
         let mut pub_server = None;
+        let mut sub_servers = Vec::new();
         let mut preset_name = "ssecast".to_string();
         let mut channel = "bench".to_string();
         let mut sub_path = None;
@@ -227,6 +233,7 @@ impl Config {
         let mut cfg = Config {
             mode,
             server: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5001),
+            sub_servers: vec![],
             host_header: String::new(),
             pub_server: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5001),
             pub_host_header: String::new(),
@@ -284,6 +291,11 @@ impl Config {
             match flag.as_str() {
                 "--server" => server = val()?,
                 "--pub-server" => pub_server = Some(val()?),
+                "--sub-servers" => {
+                    for a in val()?.split(',').filter(|s| !s.is_empty()) {
+                        sub_servers.push(resolve(a)?);
+                    }
+                }
                 "--preset" => preset_name = val()?,
                 "--channel" => channel = val()?,
                 "--sub-path" => sub_path = Some(val()?),
@@ -337,6 +349,11 @@ impl Config {
             }
         }
         cfg.server = resolve(&server)?;
+        cfg.sub_servers = if sub_servers.is_empty() {
+            vec![cfg.server]
+        } else {
+            sub_servers
+        };
         let pub_server = pub_server.unwrap_or_else(|| server.clone());
         cfg.pub_server = resolve(&pub_server)?;
         cfg.pub_host_header = pub_server;
@@ -398,6 +415,11 @@ impl Config {
         }
         let k = (i % self.sources) as u8;
         Some(Ipv4Addr::new(127, 0, 0, 2 + k))
+    }
+
+    /// Where the `i`-th subscriber connects (round-robin over `--sub-servers`).
+    pub fn sub_server_for(&self, i: usize) -> SocketAddrV4 {
+        self.sub_servers[i % self.sub_servers.len()]
     }
 
     /// The subscribe request, identical for every subscriber.
@@ -495,6 +517,16 @@ mod tests {
         assert!(std::str::from_utf8(&c.subscribe_request())
             .expect("utf-8")
             .starts_with("GET /events HTTP/1.1\r\nHost: 127.0.0.1:7999\r\n"));
+    }
+
+    #[test]
+    fn subscribers_spread_over_sub_servers_round_robin() {
+        let c = cfg(&["--server", "127.0.0.1:5009"]);
+        assert_eq!(c.sub_server_for(7), c.server);
+        let c = cfg(&["--sub-servers", "127.0.0.1:6001,127.0.0.1:6002"]);
+        assert_eq!(c.sub_server_for(0).port(), 6001);
+        assert_eq!(c.sub_server_for(3).port(), 6002);
+        assert_eq!(c.server.port(), 5001);
     }
 
     #[test]

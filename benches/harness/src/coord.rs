@@ -497,6 +497,11 @@ fn probe(cfg: &Config) -> Result<(), String> {
     if cfg.pub_server != cfg.server && cfg.events > 0 {
         addrs.push(cfg.pub_server);
     }
+    for a in &cfg.sub_servers {
+        if !addrs.contains(a) {
+            addrs.push(*a);
+        }
+    }
     for a in addrs {
         StdTcpStream::connect_timeout(&a.into(), Duration::from_secs(3))
             .map_err(|e| format!("server {a} unreachable: {e}"))?;

@@ -56,9 +56,9 @@ pub fn parse_tcp_table(text: &str) -> Vec<(SocketAddrV4, SocketAddrV4, u64)> {
 }
 
 /// For each of our local addresses, the index in `pids` of the server
-/// process that holds the peer socket (connected to `server`), if found.
+/// process that holds the peer socket (connected to one of `servers`), if found.
 pub fn owners(
-    server: SocketAddrV4,
+    servers: &[SocketAddrV4],
     pids: &[u32],
     ours: &[Option<SocketAddrV4>],
 ) -> Vec<Option<usize>> {
@@ -66,7 +66,7 @@ pub fn owners(
     let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
     let mut by_remote: HashMap<SocketAddrV4, usize> = HashMap::new();
     for (local, remote, inode) in parse_tcp_table(&text) {
-        if local != server {
+        if !servers.contains(&local) {
             continue;
         }
         if let Some(&i) = inodes.get(&inode) {
@@ -110,7 +110,7 @@ mod tests {
             std::net::SocketAddr::V4(a) => a,
             _ => unreachable!(),
         };
-        let got = owners(server, &[1, std::process::id()], &[Some(mine), None]);
+        let got = owners(&[server], &[1, std::process::id()], &[Some(mine), None]);
         assert_eq!(got, vec![Some(1), None]);
     }
 }

@@ -154,6 +154,7 @@ fn config_json(cfg: &Config) -> Value {
     json!({
         "preset": cfg.preset,
         "sub_path": cfg.sub_path,
+        "sub_servers": cfg.sub_servers.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "pub_path": cfg.pub_path,
         "subscribers": cfg.subscribers,
         "per_worker": cfg.per_worker,

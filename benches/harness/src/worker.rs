@@ -174,7 +174,8 @@ impl Worker<'_> {
                 self.first_attempt = now;
             }
             let src = self.cfg.source_for(self.first_global + idx);
-            match connect_nb(self.cfg.server, src) {
+            let dst = self.cfg.sub_server_for(self.first_global + idx);
+            match connect_nb(dst, src) {
                 Ok(mut s) => {
                     let reg = self.poll.registry().register(
                         &mut s,
@@ -371,7 +372,7 @@ impl Worker<'_> {
                 _ => None,
             })
             .collect();
-        let found = owners(self.cfg.server, pids, &ours);
+        let found = owners(&self.cfg.sub_servers, pids, &ours);
         for (sub, g) in self.subs.iter_mut().zip(found) {
             sub.group = g;
             if let Some(g) = g {
