@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 fuzz_dir=$PWD
-read -ra targets <<< "${FUZZ_TARGETS:-request publish_body sse_roundtrip channel_log token outbound_response}"
+read -ra targets <<< "${FUZZ_TARGETS:-request publish_body sse_roundtrip channel_log token outbound_response resp}"
 
 # --replay: the regression half of fuzzing. The targets are built as plain
 # binaries (stable, no coverage instrumentation, debug assertions on) and each

@@ -179,8 +179,19 @@ pub struct Held {
     pub grant: Option<(u64, Option<Box<str>>)>,
 }
 
+/// Which listener a connection came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// `--bind`: every endpoint.
+    Public,
+    /// `--admin-bind`: only this process's health, status and metrics
+    /// (`routes::resolve` refuses the rest).
+    Admin,
+}
+
 pub struct Conn {
     pub stream: TcpStream,
+    pub side: Side,
     /// The TCP peer; for a counted subscriber, the client address counted.
     pub ip: IpAddr,
     pub readable: bool,
@@ -201,9 +212,10 @@ pub struct Flushed {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, ip: IpAddr) -> Conn {
+    pub fn new(stream: TcpStream, ip: IpAddr, side: Side) -> Conn {
         Conn {
             stream,
+            side,
             ip,
             readable: false,
             writable: false,

@@ -33,6 +33,18 @@ pub fn body_hash(body: &[u8]) -> Digest {
     Sha256::digest(body).into()
 }
 
+/// The hash of a request's parts, each length-prefixed (so no two
+/// different lists of parts hash alike): a publish's query (it may name
+/// the channel and event), content type and body.
+pub fn request_hash(parts: &[&[u8]]) -> Digest {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
 /// Lowercase hex, 64 characters.
 pub fn hex(d: &Digest) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -204,6 +216,14 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_hash_frames_its_parts() {
+        let h = |p: &[&[u8]]| request_hash(p);
+        assert_ne!(h(&[b"channel=a", b"", b"x"]), h(&[b"channel=b", b"", b"x"]));
+        assert_ne!(h(&[b"ab", b"c"]), h(&[b"a", b"bc"]));
+        assert_eq!(h(&[b"q", b"t", b"b"]), h(&[b"q", b"t", b"b"]));
+    }
 
     fn d(n: u8) -> Digest {
         [n; 32]

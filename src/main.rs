@@ -42,13 +42,14 @@ fn main() -> ExitCode {
         ColorChoice::Never,
     );
 
-    let bind = cfg.bind;
     let summary = cfg.summary();
     let mut server = match Server::new(cfg) {
         Ok(s) => s,
         Err(e) => {
-            log::error!("cannot listen on {bind}: {e}");
-            eprintln!("ssecast: cannot listen on {bind}: {e}");
+            // A bind error names its address (and, when the port is taken,
+            // what sharing one needs): `listener::listen`.
+            log::error!("cannot start: {e}");
+            eprintln!("ssecast: cannot start: {e}");
             return ExitCode::from(1);
         }
     };

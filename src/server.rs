@@ -19,7 +19,7 @@ use slab::Slab;
 use crate::channel::{Appended, Hub, Limits, PublishError};
 use crate::clock::{Clock, Jitter};
 use crate::config::Config;
-use crate::conn::{self, Conn, Phase};
+use crate::conn::{self, Conn, Phase, Side};
 use crate::grants::Grants;
 use crate::http::HttpError;
 use crate::listener::{self, Acceptor, Next, REJECT_RESERVE};
@@ -34,6 +34,8 @@ use crate::timer::{Lane, Timer, Wheel};
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
+/// The `--admin-bind` listener (kept clear of the next reserved tokens).
+const ADMIN: Token = Token(usize::MAX - 16);
 
 /// Timer resolution. Deadlines are seconds; 100 ms is plenty and keeps the
 /// wheel's turn (1024 slots) above 100 s.
@@ -91,11 +93,14 @@ impl Server {
     /// (they are served once `run` is called).
     pub fn new(cfg: Config) -> io::Result<Server> {
         let listening = listener::listen(&cfg)?;
-        let mut listener = listening.listener;
-        let local_addr = listener.local_addr()?;
+        let local_addr = listening.listener.local_addr()?;
         let poll = Poll::new()?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let acceptor = Acceptor::new(
+            listening.listener,
+            listening.admin,
+            poll.registry(),
+            [LISTENER, ADMIN],
+        )?;
         let stop = Stop::new(poll.registry(), WAKER)?;
         let now = Instant::now();
         // Reserve the slab and timer nodes up front: pages are touched only
@@ -149,7 +154,7 @@ impl Server {
             clock,
             cfg,
             poll,
-            acceptor: Acceptor::new(listener),
+            acceptor,
             local_addr,
             conns: Slab::with_capacity(reserve),
             wheel,
@@ -208,7 +213,10 @@ impl Server {
             }
             for ev in events.iter() {
                 match ev.token() {
-                    LISTENER => self.accept(),
+                    t @ (LISTENER | ADMIN) => {
+                        self.acceptor.readable(t);
+                        self.accept();
+                    }
                     WAKER => {}
                     SIGNALS => self.stop.read_signals(),
                     Token(key) => {
@@ -288,7 +296,7 @@ impl Server {
     fn accept(&mut self) {
         loop {
             match self.acceptor.next(self.clock.now()) {
-                Next::Conn(stream, addr) => self.admit(stream, addr),
+                Next::Conn(stream, addr, side) => self.admit(stream, addr, side),
                 Next::Idle => return,
                 Next::Failed => {
                     self.stats.accept_errors += 1;
@@ -298,7 +306,7 @@ impl Server {
         }
     }
 
-    fn admit(&mut self, mut stream: TcpStream, addr: SocketAddr) {
+    fn admit(&mut self, mut stream: TcpStream, addr: SocketAddr, side: Side) {
         let over = self.conns.len() >= self.accept_cap;
         if over && self.conns.len() >= self.accept_cap + REJECT_RESERVE {
             self.stats.reject(Reject::ConnectionLimit);
@@ -314,7 +322,7 @@ impl Server {
             log::debug!("register {addr}: {e}");
             return;
         }
-        entry.insert(Conn::new(stream, crate::config::canonical(addr.ip())));
+        entry.insert(Conn::new(stream, crate::config::canonical(addr.ip()), side));
         self.stats.connections_accepted += 1;
         if over {
             self.stats.reject(Reject::ConnectionLimit);

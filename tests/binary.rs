@@ -10,7 +10,7 @@ use serde_json::json;
 
 use common::*;
 
-const FLAGS: [(&str, &str); 18] = [
+const FLAGS: [(&str, &str); 20] = [
     ("--bind", "SSE_BIND"),
     ("--max-connections", "SSE_MAX_CONNECTIONS"),
     ("--max-connections-per-ip", "SSE_MAX_CONNECTIONS_PER_IP"),
@@ -29,6 +29,8 @@ const FLAGS: [(&str, &str); 18] = [
     ("--max-channels", "SSE_MAX_CHANNELS"),
     ("--shutdown-grace", "SSE_SHUTDOWN_GRACE"),
     ("--log-level", "SSE_LOG_LEVEL"),
+    ("--reuse-port", "SSE_REUSE_PORT"),
+    ("--admin-bind", "SSE_ADMIN_BIND"),
 ];
 
 /// Arguments and environment of one binary run.
@@ -204,6 +206,10 @@ fn bad_values_exit_2_with_one_line() {
         (&["--bind"], &[]),
         (&[], &[("SSE_HEADER_TIMEOUT", "soon")]),
         (&["--cors-origins", "*", "--cors-credentials"], &[]),
+        (&["--admin-bind", "localhost"], &[]),
+        (&["--admin-bind", "127.0.0.1:99999"], &[]),
+        (&[], &[("SSE_ADMIN_BIND", "not-an-address")]),
+        (&[], &[("SSE_REUSE_PORT", "maybe")]),
     ];
     for (args, envs) in cases {
         let out = run_bin(args, envs);

@@ -4,16 +4,16 @@
 //! Sans-I/O: the caller appends what the socket gave to its buffer, calls
 //! [`decode`] and drains the bytes consumed. [`Decoded::Incomplete`] means
 //! "read more and call again" and is the answer for every proper prefix of
-//! a valid reply, wherever the reads split it; the decoder keeps no state
-//! between calls, so a reply is decoded again from its start each time
-//! (cheap: headers and lines only, a bulk's bytes are looked at once it is
-//! whole).
+//! a valid reply, wherever the reads split it. The decoder keeps no state
+//! between calls, so a reply is looked at again from its start each time;
+//! a first pass only finds where it ends (allocating nothing) and the
+//! reply is built once that pass found it whole.
 //!
 //! The server is trusted to speak the protocol, not to be sane: garbage is
 //! a [`ProtocolError`] (the connection is then dropped and reopened), never
-//! a panic nor an allocation larger than the bytes already received. The
-//! limits below bound what a broken server can make the buffer grow to
-//! before an error is certain. RESP3 is never asked for (no `HELLO 3`), so
+//! a panic, nor an allocation for bytes that have not arrived. The limits
+//! below bound what a broken server can make the buffer grow to before an
+//! error is certain. RESP3 is never asked for (no `HELLO 3`), so
 //! its types are errors.
 
 use std::io::Write;
@@ -148,7 +148,10 @@ pub struct ProtocolError(pub &'static str);
 /// Decodes the reply at the start of `buf`. Once a result is `Reply` or
 /// an error, more bytes after them do not change it.
 pub fn decode(buf: &[u8]) -> Result<Decoded, ProtocolError> {
-    Ok(match value(buf, 0, 0)? {
+    if value(buf, 0, 0, false)?.is_none() {
+        return Ok(Decoded::Incomplete);
+    }
+    Ok(match value(buf, 0, 0, true)? {
         Some((reply, end)) => Decoded::Reply(reply, end),
         None => Decoded::Incomplete,
     })
@@ -157,12 +160,19 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, ProtocolError> {
 type Step<T> = Result<Option<(T, usize)>, ProtocolError>;
 
 /// The reply starting at `at`, `depth` arrays deep, and where it ends.
-fn value(buf: &[u8], at: usize, depth: usize) -> Step<Reply> {
+/// Without `keep`, only where it ends: strings and arrays are left empty.
+fn value(buf: &[u8], at: usize, depth: usize, keep: bool) -> Step<Reply> {
     let Some(&kind) = buf.get(at) else {
         return Ok(None);
     };
     let start = at + 1;
-    let text = |l: &[u8]| String::from_utf8_lossy(l).into_owned();
+    let text = |l: &[u8]| {
+        if keep {
+            String::from_utf8_lossy(l).into_owned()
+        } else {
+            String::new()
+        }
+    };
     let reply = match kind {
         b'+' => line(buf, start, MAX_LINE)?.map(|(l, end)| (Reply::Status(text(l)), end)),
         b'-' => line(buf, start, MAX_LINE)?.map(|(l, end)| (Reply::Error(text(l)), end)),
@@ -176,13 +186,13 @@ fn value(buf: &[u8], at: usize, depth: usize) -> Step<Reply> {
         b'$' => match length(buf, start, MAX_BULK, "bulk string too long")? {
             None => None,
             Some((None, end)) => Some((Reply::Nil, end)),
-            Some((Some(n), from)) => bulk(buf, from, n)?,
+            Some((Some(n), from)) => bulk(buf, from, n, keep)?,
         },
         b'*' if depth == MAX_DEPTH => return Err(ProtocolError("arrays nested too deep")),
         b'*' => match length(buf, start, MAX_ARRAY, "array too long")? {
             None => None,
             Some((None, end)) => Some((Reply::NilArray, end)),
-            Some((Some(n), from)) => array(buf, from, n, depth + 1)?,
+            Some((Some(n), from)) => array(buf, from, n, depth + 1, keep)?,
         },
         b'_' | b',' | b'#' | b'!' | b'=' | b'(' | b'%' | b'~' | b'>' | b'|' => {
             return Err(ProtocolError("RESP3 reply (never asked for)"))
@@ -224,25 +234,33 @@ fn length(buf: &[u8], at: usize, max: usize, too_long: &'static str) -> Step<Opt
 }
 
 /// `n` bytes from `at`, then CRLF. Nothing is copied until all are there.
-fn bulk(buf: &[u8], at: usize, n: usize) -> Step<Reply> {
+fn bulk(buf: &[u8], at: usize, n: usize, keep: bool) -> Step<Reply> {
     let end = at + n;
     match (buf.get(end), buf.get(end + 1)) {
-        (Some(b'\r'), Some(b'\n')) => Ok(Some((Reply::Bulk(buf[at..end].to_vec()), end + 2))),
+        (Some(b'\r'), Some(b'\n')) => {
+            let bytes = if keep {
+                buf[at..end].to_vec()
+            } else {
+                Vec::new()
+            };
+            Ok(Some((Reply::Bulk(bytes), end + 2)))
+        }
         (Some(b'\r'), None) | (None, _) => Ok(None),
         _ => Err(ProtocolError("bulk string not followed by CRLF")),
     }
 }
 
 /// `n` replies from `at`, each `depth` deep.
-fn array(buf: &[u8], mut at: usize, n: usize, depth: usize) -> Step<Reply> {
-    // The shortest reply is 3 bytes: never reserve more than the bytes
-    // received can fill.
-    let mut items = Vec::with_capacity(n.min((buf.len() - at) / 3));
+fn array(buf: &[u8], mut at: usize, n: usize, depth: usize, keep: bool) -> Step<Reply> {
+    // Built only once whole (`keep`), so all `n` are there to reserve for.
+    let mut items = Vec::with_capacity(if keep { n } else { 0 });
     for _ in 0..n {
-        let Some((item, end)) = value(buf, at, depth)? else {
+        let Some((item, end)) = value(buf, at, depth, keep)? else {
             return Ok(None);
         };
-        items.push(item);
+        if keep {
+            items.push(item);
+        }
         at = end;
     }
     Ok(Some((Reply::Array(items), at)))

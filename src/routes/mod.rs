@@ -20,6 +20,7 @@ pub use publish::{constant_time_eq, decode_publish, Publish, Published};
 pub use subscribe::{Attach, HISTORY_LOST};
 
 use crate::config::{canonical, Config};
+use crate::conn::Side;
 use crate::http::{self, HttpError, Request};
 use crate::stats::Reject;
 
@@ -61,6 +62,12 @@ impl Route {
             "/favicon.ico" => Route::Favicon,
             _ => Route::NotFound,
         }
+    }
+
+    /// Served on the admin address (`--admin-bind`): this process's own
+    /// health, status and metrics, nothing that streams or changes state.
+    pub fn on_admin(self) -> bool {
+        matches!(self, Route::Health | Route::Status | Route::Metrics)
     }
 
     /// The methods this route answers, for `Allow`.
@@ -158,11 +165,23 @@ pub enum Resolved {
     Answered(Result<Reply, Refusal>),
 }
 
-/// Applies the path and method rules.
-pub fn resolve(req: &Request<'_>, cfg: &Config) -> Resolved {
+/// Applies the path and method rules, and those of the listener the
+/// request came in on: the admin address answers only [`Route::on_admin`].
+pub fn resolve(req: &Request<'_>, cfg: &Config, side: Side) -> Resolved {
     let route = Route::of(req.path);
     if route == Route::NotFound {
         let e = HttpError::new(404, format!("no such endpoint: {}", req.path));
+        return Resolved::Answered(Err(Refusal::new(e, Reject::NotFound)));
+    }
+    if side == Side::Admin && !route.on_admin() {
+        let e = HttpError::new(
+            404,
+            format!(
+                "{} is not served on the admin address (--admin-bind), which answers only \
+                 /health, /events/status and /metrics of this process; use the main address",
+                req.path
+            ),
+        );
         return Resolved::Answered(Err(Refusal::new(e, Reject::NotFound)));
     }
     if req.method == "OPTIONS" {
@@ -291,6 +310,52 @@ mod tests {
         assert_eq!(Route::of("/events/"), Route::NotFound);
         assert_eq!(Route::Broadcast.allow(), "POST, OPTIONS");
         assert_eq!(Route::Health.allow(), "GET, HEAD, OPTIONS");
+    }
+
+    #[test]
+    fn the_admin_address_answers_only_health_status_and_metrics() {
+        let cfg = Config::from_args(["--bind", "127.0.0.1:0"]).unwrap();
+        let req = |method, path| Request {
+            method,
+            path,
+            ..Request::default()
+        };
+        let status = |r: Resolved| match r {
+            Resolved::Endpoint(route) => Ok(route),
+            Resolved::Answered(Ok(reply)) => Err(reply.status),
+            Resolved::Answered(Err(refusal)) => Err(refusal.error.status),
+        };
+        for (path, route) in [
+            ("/health", Route::Health),
+            ("/events/status", Route::Status),
+            ("/sse/health", Route::Status),
+            ("/metrics", Route::Metrics),
+        ] {
+            for method in ["GET", "HEAD"] {
+                let r = resolve(&req(method, path), &cfg, Side::Admin);
+                assert_eq!(status(r), Ok(route), "{method} {path}");
+            }
+        }
+        assert_eq!(
+            status(resolve(&req("POST", "/health"), &cfg, Side::Admin)),
+            Err(405)
+        );
+        for (method, path) in [
+            ("GET", "/events"),
+            ("GET", "/sse"),
+            ("HEAD", "/events"),
+            ("GET", "/events/status/stream"),
+            ("POST", "/events/broadcast"),
+            ("POST", "/events/close"),
+            ("OPTIONS", "/events/broadcast"),
+            ("GET", "/"),
+            ("GET", "/favicon.ico"),
+        ] {
+            let r = resolve(&req(method, path), &cfg, Side::Admin);
+            assert_eq!(status(r), Err(404), "{method} {path}");
+            let r = resolve(&req(method, path), &cfg, Side::Public);
+            assert_ne!(status(r), Err(404), "{method} {path} on the public side");
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 use crate::channel::Stamp;
-use crate::conn::{self, Io, Phase};
+use crate::conn::{self, Io, Phase, Side};
 use crate::http::{HttpError, Request};
 use crate::outbound::Verdict;
 use crate::reader::{self, Gate, Handler, Limits, MAX_OUT_BACKLOG};
@@ -321,7 +321,8 @@ impl Server {
             .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.ip);
         let client = client_ip(&self.cfg, peer, req);
         let cors = cors_headers(&self.cfg.cors, req.origin);
-        let answer = match resolve(req, &self.cfg) {
+        let side = self.conns.get(key).map_or(Side::Public, |c| c.side);
+        let answer = match resolve(req, &self.cfg, side) {
             Resolved::Answered(a) => a,
             Resolved::Endpoint(Route::Stream) => {
                 return self.subscribe(key, req, None, client, keep_alive)

@@ -185,6 +185,20 @@ impl BinServer {
         self.child.id()
     }
 
+    /// The `--admin-bind` address, from the "admin address ADDR:" line
+    /// logged before "listening on".
+    pub fn admin_addr(&self) -> SocketAddr {
+        let lines = self.stderr_lines.lock().unwrap();
+        lines
+            .iter()
+            .find_map(|l| {
+                let rest = &l[l.find("admin address ")? + "admin address ".len()..];
+                let token = rest.split_whitespace().next()?;
+                token.trim_end_matches(':').parse().ok()
+            })
+            .unwrap_or_else(|| panic!("no 'admin address' line in {lines:?}"))
+    }
+
     /// Sends a signal with the `kill` command (no libc in the tests).
     pub fn signal(&self, sig: &str) {
         let st = Command::new("kill")

@@ -17,6 +17,16 @@
 #     meanwhile strace records every system call and socket family it uses, which must all be
 #     allowed by the unit's SystemCallFilter=@system-service ~@privileged and
 #     RestrictAddressFamilies= (what systemd would enforce with EPERM/EAFNOSUPPORT).
+#  5. The template scripts/deploy/ssecast@.service: verify on an instance (ssecast@0) strictly, and
+#     a non-numeric instance (ssecast@x) flagged, which shows %i reaches CPUAffinity=; exposure
+#     <= 2.0; every sandbox line of ssecast.service is in it; its shared-port settings are there and
+#     the env file does not override them. Then two instances run as the template would start
+#     them (systemd is not PID 1 here): the env file's variables (SSE_BIND on a free port), then
+#     the template's Environment= with %i = 0 and 1 (admin port moved to a free one), pinned with
+#     taskset as CPUAffinity=%i does, as the same unprivileged user; 40 streams on the shared port
+#     reach both (each one's admin address says how many it holds), the admin address refuses
+#     /events, a process of another user cannot join the port (exit 1, the one-UID message), and
+#     both exit 0 on SIGTERM. Instance 0 runs under strace for the syscall check of item 4.
 #
 # Usage: tests/deploy/systemd_verify.sh      (SSECAST_BIN overrides the binary)
 # Installs systemd (for systemd-analyze) with apt-get when missing. Exit 0 only if all pass.
@@ -36,8 +46,10 @@ bad() { echo "FAIL - $*"; fail=$((fail + 1)); }
 
 TMP=$(mktemp -d /tmp/ssecast-systemd-XXXXXX)
 SSE_PID=
+INSTANCE_PIDS=()  # the template's two instances (item 5)
 cleanup() {
   if [ -n "$SSE_PID" ] && kill -0 "$SSE_PID" 2>/dev/null; then kill -KILL "$SSE_PID" 2>/dev/null; fi
+  for p in "${INSTANCE_PIDS[@]}"; do kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null; done
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -77,6 +89,31 @@ verify() { # unit name inside $ROOT -> prints every message, returns nonzero if 
   rc=$?
   printf '%s' "$out"
   [ $rc -eq 0 ] && [ -z "$out" ]
+}
+
+filter_verdict() { # "syscall names..." -> "ALLOWED n" or "DENIED names" against @system-service ~@privileged
+  systemd-analyze syscall-filter 2>/dev/null | python3 -c '
+import sys
+groups, cur = {}, None
+for line in sys.stdin.read().splitlines():
+    if line.startswith("@"):
+        cur = line.split()[0]; groups[cur] = []
+    elif cur and line.strip() and not line.strip().startswith("#"):
+        groups[cur].append(line.strip())
+def expand(g, seen):
+    out = set()
+    for m in groups.get(g, []):
+        if m.startswith("@"):
+            if m not in seen:
+                seen.add(m); out |= expand(m, seen)
+        else:
+            out.add(m)
+    return out
+allowed = expand("@system-service", set()) - expand("@privileged", set())
+used = set(sys.argv[1].split())
+bad = sorted(used - allowed)
+print(("DENIED " + " ".join(bad)) if bad else ("ALLOWED %d" % len(used)))
+' "$1"
 }
 
 if out=$(verify ssecast.service); then
@@ -249,28 +286,7 @@ PY
   # ---- what the hub did vs. what the unit allows ----
   used=$(sed -E 's/^[0-9]+ +//' "$TMP/trace.d/trace" | grep -oE '^[a-z_0-9]+\(' | tr -d '(' | sort -u | tr '\n' ' ')
   families=$(grep -oE 'socket(pair)?\(AF_[A-Z0-9]+' "$TMP/trace.d/trace" | sed 's/.*(//' | sort -u | tr '\n' ' ')
-  verdict=$(systemd-analyze syscall-filter 2>/dev/null | python3 -c '
-import sys
-groups, cur = {}, None
-for line in sys.stdin.read().splitlines():
-    if line.startswith("@"):
-        cur = line.split()[0]; groups[cur] = []
-    elif cur and line.strip() and not line.strip().startswith("#"):
-        groups[cur].append(line.strip())
-def expand(g, seen):
-    out = set()
-    for m in groups.get(g, []):
-        if m.startswith("@"):
-            if m not in seen:
-                seen.add(m); out |= expand(m, seen)
-        else:
-            out.add(m)
-    return out
-allowed = expand("@system-service", set()) - expand("@privileged", set())
-used = set(sys.argv[1].split())
-bad = sorted(used - allowed)
-print(("DENIED " + " ".join(bad)) if bad else ("ALLOWED %d" % len(used)))
-' "$used")
+  verdict=$(filter_verdict "$used")
   if [ -z "$used" ]; then
     bad "strace recorded no system calls (trace: $(head -3 "$TMP/trace.d/trace" 2>&1))"
   elif [[ $verdict == ALLOWED* ]]; then
@@ -283,6 +299,191 @@ print(("DENIED " + " ".join(bad)) if bad else ("ALLOWED %d" % len(used)))
     ok "socket families used ($families) are within RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX"
   else
     bad "socket families used: '${families}', outside RestrictAddressFamilies: ${extra}"
+  fi
+fi
+
+# ---- the template unit: one instance per core on one shared port ----
+TPL="$REPO/scripts/deploy/ssecast@.service"
+if [ ! -f "$TPL" ]; then
+  bad "scripts/deploy/ssecast@.service is missing"
+else
+  cp "$TPL" "$ROOT/etc/systemd/system/ssecast@.service"
+  if out=$(verify ssecast@0.service); then
+    ok "systemd-analyze verify: ssecast@0.service (the template's instance 0) has no errors or warnings"
+  else
+    bad "systemd-analyze verify ssecast@0.service reported:"$'\n'"$out"
+  fi
+  if out=$(verify ssecast@x.service); then
+    bad "verify accepted ssecast@x.service: CPUAffinity=%i does not see the instance name"
+  else
+    ok "verify flags ssecast@x.service ($(printf '%s' "$out" | grep -o "Failed to parse CPU affinity[^,]*" | head -1)): %i reaches CPUAffinity="
+  fi
+  sec=$(systemd-analyze security --offline=true --root="$ROOT" --threshold=20 ssecast@0.service 2>&1)
+  level=$(printf '%s\n' "$sec" | sed -n 's/.*Overall exposure level for ssecast@0.service: \([0-9.]*\).*/\1/p')
+  if [ -n "$level" ] && awk -v l="$level" 'BEGIN { exit !(l <= 2.0) }'; then
+    ok "systemd-analyze security --offline: ssecast@0.service exposure level $level (<= 2.0)"
+  else
+    bad "systemd-analyze security ssecast@0.service: exposure '${level}'"$'\n'"$(printf '%s\n' "$sec" | tail -5)"
+  fi
+  # The same hardening: every directive of the plain unit's sandbox block, and the lifecycle ones.
+  missing=()
+  while IFS= read -r d; do
+    grep -qxF "$d" "$TPL" || missing+=("$d")
+  done < <(sed -n '/^# --- sandbox/,/^\[Install\]/p' "$UNIT" | grep -E '^[A-Za-z]+=' ;
+           grep -E '^(EnvironmentFile|ExecStart|Restart|RestartSec|RestartPreventExitStatus|LimitNOFILE|KillSignal|TimeoutStopSec|KillMode|Type)=' "$UNIT")
+  for d in 'Environment=SSE_REUSE_PORT=true' 'CPUAffinity=%i' 'User=ssecast' 'Group=ssecast' 'WantedBy=multi-user.target'; do
+    grep -qxF "$d" "$TPL" || missing+=("$d")
+  done
+  admin_tpl=$(sed -n 's/^Environment=SSE_ADMIN_BIND=//p' "$TPL" | head -1)
+  [[ $admin_tpl == *%i* ]] || missing+=("Environment=SSE_ADMIN_BIND=<address with %i>")
+  if [ ${#missing[@]} -eq 0 ]; then
+    ok "template has the plain unit's sandbox and lifecycle directives, SSE_REUSE_PORT=true, CPUAffinity=%i, one User=, admin address $admin_tpl"
+  else
+    bad "template lacks: ${missing[*]}"
+  fi
+  # EnvironmentFile= wins over Environment=: the shared file must leave the per-instance settings alone.
+  if grep -qE '^[[:space:]]*(SSE_REUSE_PORT|SSE_ADMIN_BIND)=' "$ENVF"; then
+    bad "ssecast.env.example sets SSE_REUSE_PORT or SSE_ADMIN_BIND, which would override the template's per-instance values"
+  else
+    ok "ssecast.env.example leaves SSE_REUSE_PORT and SSE_ADMIN_BIND to the template"
+  fi
+
+  # Two instances, started with the environment the template gives them.
+  free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("0.0.0.0", 0)); print(s.getsockname()[1])'; }
+  shared=$(free_port); admin_port=$(free_port)
+  tpl_env=()
+  while IFS= read -r line; do tpl_env+=("$line"); done < <(sed -n 's/^Environment=//p' "$TPL")
+  pins=()
+  command -v taskset >/dev/null || bad "taskset (util-linux) missing: cannot pin as CPUAffinity=%i does"
+  ncpu=$(nproc)
+  declare -a inst_pid inst_log inst_admin
+  for i in 0 1; do
+    env_i=()
+    for kv in "${tpl_env[@]}"; do
+      kv=${kv//%i/$i}
+      [[ $kv == SSE_ADMIN_BIND=* ]] && kv="${kv%:*}:$admin_port"
+      env_i+=("$kv")
+    done
+    # EnvironmentFile= after Environment=: the file's values win, as in systemd.
+    for kv in "${env_args[@]}"; do
+      [[ $kv == SSE_BIND=* ]] && kv="SSE_BIND=127.0.0.1:$shared"
+      env_i+=("$kv")
+    done
+    inst_admin[$i]=$(printf '%s\n' "${env_i[@]}" | sed -n 's/^SSE_ADMIN_BIND=//p' | tail -1)
+    pins=()
+    if command -v taskset >/dev/null && [ "$i" -lt "$ncpu" ]; then pins=(taskset -c "$i"); fi
+    trace=()
+    [ "$i" = 0 ] && trace=("$STRACE" -f -qq -o "$TMP/trace.d/instance0")
+    inst_log[$i]="$TMP/instance$i.log"
+    "${prlimit_cmd[@]}" "${runner[@]}" env -i PATH=/usr/bin:/bin "${env_i[@]}" \
+      "${pins[@]}" "${trace[@]}" "$TMP/ssecast" > "${inst_log[$i]}" 2>&1 &
+    inst_pid[$i]=$!
+    INSTANCE_PIDS+=("$!")
+  done
+  echo "# instance environment (1): $(printf '%s ' "${env_i[@]}")"
+  up=0
+  for _ in $(seq 1 100); do
+    up=0
+    for i in 0 1; do grep -q "listening on 127.0.0.1:$shared" "${inst_log[$i]}" && up=$((up + 1)); done
+    [ "$up" -eq 2 ] && break
+    sleep 0.05
+  done
+  if [ "$up" -ne 2 ]; then
+    bad "two instances did not both start on 127.0.0.1:$shared:"$'\n'"$(cat "${inst_log[0]}" "${inst_log[1]}")"
+  else
+    ok "instances 0 and 1 listen on the shared 127.0.0.1:$shared, admin ${inst_admin[0]} and ${inst_admin[1]}"
+    pinned=()
+    for i in 0 1; do
+      hub=${inst_pid[$i]}
+      [ "$i" = 0 ] && hub=$(ps -o pid= --ppid "${inst_pid[0]}" | head -1 | tr -d ' ')
+      pinned+=("$i:$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' "/proc/$hub/status" 2>/dev/null)")
+    done
+    if [ "$ncpu" -ge 2 ] && [ "${pinned[*]}" = "0:0 1:1" ]; then
+      ok "each instance runs on its own CPU (instance:cpus ${pinned[*]})"
+    elif [ "$ncpu" -lt 2 ]; then
+      echo "# one CPU here: instance 1 is not pinned (instance:cpus ${pinned[*]})"
+    else
+      bad "instances are not pinned as CPUAffinity=%i would: ${pinned[*]}"
+    fi
+    if out=$(timeout 20 python3 - "$shared" "${inst_admin[0]}" "${inst_admin[1]}" <<'PY' 2>&1
+import json, socket, sys, time
+shared = int(sys.argv[1])
+admins = [(a.rsplit(":", 1)[0], int(a.rsplit(":", 1)[1])) for a in sys.argv[2:]]
+def get(addr, path):
+    s = socket.create_connection(addr, timeout=5)
+    s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path.encode())
+    data = b""
+    while True:
+        c = s.recv(65536)
+        if not c:
+            break
+        data += c
+    s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+streams = []
+for _ in range(40):
+    st = socket.create_connection(("127.0.0.1", shared), timeout=5)
+    st.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert st.recv(4096).startswith(b"HTTP/1.1 200"), "stream refused"
+    streams.append(st)
+deadline = time.time() + 5
+while True:
+    active = [json.loads(get(a, "/events/status")[1])["connections"]["active"] for a in admins]
+    if sum(active) == 40 or time.time() > deadline:
+        break
+    time.sleep(0.05)
+assert sum(active) == 40 and min(active) > 0, "streams per instance: %s" % active
+code, body = get(admins[0], "/events")
+assert code == 404 and b"admin address" in body, (code, body)
+for st in streams:
+    st.close()
+print("streams per instance %s, admin /events -> %d" % (active, code))
+PY
+    ); then
+      ok "40 streams on the shared port reach both instances ($out)"
+    else
+      bad "shared-port workload failed: $out"
+    fi
+    # A process of another user cannot join the port: the kernel shares it within one UID.
+    if [ ${#runner[@]} -gt 0 ]; then
+      other=$(env -i PATH=/usr/bin:/bin SSE_BIND="127.0.0.1:$shared" SSE_REUSE_PORT=true timeout 10 "$TMP/ssecast" 2>&1)
+      code=$?
+      if [ "$code" -eq 1 ] && grep -q "one UID" <<<"$other"; then
+        ok "a --reuse-port process of another user (uid $(id -u)) is refused: exit 1, $(grep -m1 -o 'cannot listen.*' <<<"$other" | cut -c1-150)..."
+      else
+        bad "a process of another user on the shared port: exit $code, $other"
+      fi
+    else
+      echo "# not root: the other-user check needs a second user; skipped"
+    fi
+  fi
+  for i in 0 1; do
+    hub=${inst_pid[$i]}
+    [ "$i" = 0 ] && hub=$(ps -o pid= --ppid "${inst_pid[0]}" | head -1 | tr -d ' ')
+    kill -TERM "${hub:-${inst_pid[$i]}}" 2>/dev/null
+  done
+  for i in 0 1; do
+    code=
+    for _ in $(seq 1 $(( (grace + 5) * 20 ))); do
+      if ! kill -0 "${inst_pid[$i]}" 2>/dev/null; then wait "${inst_pid[$i]}"; code=$?; break; fi
+      sleep 0.05
+    done
+    if [ "$code" = 0 ]; then
+      ok "instance $i: exit code 0 on SIGTERM"
+    else
+      bad "instance $i: exit '${code}' after SIGTERM:"$'\n'"$(tail -5 "${inst_log[$i]}")"
+      kill -KILL "${inst_pid[$i]}" 2>/dev/null
+    fi
+  done
+  used=$(sed -E 's/^[0-9]+ +//' "$TMP/trace.d/instance0" 2>/dev/null | grep -oE '^[a-z_0-9]+\(' | tr -d '(' | sort -u | tr '\n' ' ')
+  verdict=$(filter_verdict "$used")
+  if [ -z "$used" ]; then
+    bad "strace recorded no system calls for instance 0"
+  elif [[ $verdict == ALLOWED* ]]; then
+    ok "instance 0 (SO_REUSEPORT, admin listener): all ${verdict#ALLOWED } system calls are in the unit's SystemCallFilter"
+  else
+    bad "instance 0 made system calls outside SystemCallFilter: ${verdict#DENIED }"
   fi
 fi
 

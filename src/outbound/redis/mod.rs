@@ -376,17 +376,33 @@ impl Link {
         );
     }
 
-    /// Follows a channel from an id the process already has (its ring).
-    pub fn follow_from(&mut self, channel: &str, last: u64) {
-        let key = self.keys.stream(channel);
-        self.followed.insert(
-            channel.into(),
-            Followed {
-                key,
-                last: Some(last),
-            },
-        );
-        self.wake_follow();
+    /// Reads a followed channel's tip again (its ring was emptied), unless
+    /// that is already under way; follows it when it is not followed.
+    pub fn prime(&mut self, channel: &str, now: Instant) {
+        match self.followed.get_mut(channel) {
+            None => self.follow(channel, now),
+            Some(f) if f.last.is_none() => {}
+            Some(f) => {
+                f.last = None;
+                self.send_or_queue(
+                    Cmd::Prime {
+                        channel: channel.into(),
+                    },
+                    now,
+                );
+            }
+        }
+    }
+
+    /// Drops queued replays nobody waits for any more (their clients left
+    /// while Redis was away), so the queue cannot grow with churn.
+    pub fn retain_replays(&mut self, wanted: impl Fn(u64) -> bool) {
+        self.queued
+            .retain(|c| !matches!(c, Cmd::Replay { call, .. } if !wanted(*call)));
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queued.len()
     }
 
     pub fn unfollow(&mut self, channel: &str) {
@@ -472,3 +488,5 @@ impl Link {
 }
 
 mod io_side;
+#[cfg(test)]
+mod tests;
