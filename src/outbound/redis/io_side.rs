@@ -9,7 +9,9 @@ use mio::{Registry, Token};
 
 use super::pipe::{self, Session, Sock};
 use super::script::{self, Appended};
-use super::{Cmd, Done, Failure, Fol, Line, Link, State, BLOCK_MS, CMD, FOLLOW, PAGE, SCRIPTS};
+use super::{
+    Cmd, Done, Failure, Fol, Line, Link, State, BLOCK_MS, CMD, FOLLOW, NOTIFY_COUNT, PAGE, SCRIPTS,
+};
 use crate::outbound::resp::Reply;
 
 impl<W> Line<W> {
@@ -91,13 +93,38 @@ impl Link {
         {
             self.fail_follow(registry, now, "the follow read was not answered in time");
         }
-        if let Err(e) = self.cmd.connect(&self.target, registry, now) {
-            self.fail_cmd(registry, now, &e, false);
-        }
-        if let Err(e) = self.follow.connect(&self.target, registry, now) {
-            self.fail_follow(registry, now, &e);
+        let due = |state: State, at: Option<Instant>| {
+            state == State::Down && at.is_some_and(|t| t <= now)
+        };
+        if due(self.cmd.state, self.cmd.retry_at) || due(self.follow.state, self.follow.retry_at) {
+            match self.target() {
+                Ok(Some(target)) => {
+                    if let Err(e) = self.cmd.connect(&target, registry, now) {
+                        self.fail_cmd(registry, now, &e, false);
+                    }
+                    if let Err(e) = self.follow.connect(&target, registry, now) {
+                        self.fail_follow(registry, now, &e);
+                    }
+                }
+                Ok(None) => {
+                    // A lookup is under way: look again shortly.
+                    let soon = Some(now + std::time::Duration::from_millis(20));
+                    self.cmd.retry_at = self.cmd.retry_at.map(|_| soon).unwrap_or(None);
+                    self.follow.retry_at = self.follow.retry_at.map(|_| soon).unwrap_or(None);
+                }
+                Err(e) => {
+                    self.note_error(&e);
+                    let r = self.random();
+                    for line in [&mut self.cmd.retry_at, &mut self.follow.retry_at] {
+                        if line.is_some() {
+                            *line = Some(now + pipe::backoff(5, r));
+                        }
+                    }
+                }
+            }
         }
         self.arm_follow(now);
+        self.fetch_dirty(now);
         self.flush(registry, now);
     }
 
@@ -109,6 +136,7 @@ impl Link {
             self.read_follow(registry, now);
         }
         self.arm_follow(now);
+        self.fetch_dirty(now);
         self.flush(registry, now);
     }
 
@@ -129,6 +157,14 @@ impl Link {
         }
     }
 
+    /// The address to connect to, when known.
+    fn target(&mut self) -> Result<Option<pipe::Target>, String> {
+        match &mut self.target {
+            super::Where::Unix(t) => Ok(Some(t.clone())),
+            super::Where::Tcp(r) => Ok(r.get()?.map(pipe::Target::Tcp)),
+        }
+    }
+
     fn note_error(&mut self, why: &str) {
         if self.stats.last_error.as_deref() != Some(why) {
             log::warn!("redis {}: {why}", self.shown);
@@ -141,6 +177,10 @@ impl Link {
     fn fail_cmd(&mut self, registry: &Registry, now: Instant, why: &str, timed_out: bool) {
         self.note_error(why);
         let was_ready = self.cmd.state == State::Ready;
+        if let super::Where::Tcp(r) = &mut self.target {
+            // The name may point elsewhere now (a failover).
+            r.forget();
+        }
         let r = self.random();
         let waiting = self.cmd.close(registry, now, r);
         let mut requeue = Vec::new();
@@ -154,7 +194,8 @@ impl Link {
                 c @ (Cmd::Replay { .. } | Cmd::Prime { .. } | Cmd::Control { .. }) => {
                     requeue.push(c)
                 }
-                Cmd::Wake => self.woken = false,
+                // Read again once the connection is back (`all_dirty`).
+                Cmd::Fetch { .. } => {}
                 _ => {}
             }
         }
@@ -187,7 +228,7 @@ impl Link {
         let r = self.random();
         self.follow.close(registry, now, r);
         self.reading = false;
-        self.woken = false;
+        self.notify_last = None;
     }
 
     fn read_cmd(&mut self, registry: &Registry, now: Instant) {
@@ -280,6 +321,8 @@ impl Link {
                         log::info!("redis {}: connected (command connection)", self.shown);
                         self.stats.last_error = None;
                     }
+                    // Fetches lost with the old connection are made again.
+                    self.all_dirty();
                     while let Some(c) = self.queued.pop_front() {
                         self.send_cmd(c, now);
                     }
@@ -343,14 +386,52 @@ impl Link {
                 if let Some(f) = self.followed.get_mut(&channel) {
                     if f.last.is_none() {
                         f.last = Some(tip);
+                        // Read once from the tip: a notification may have
+                        // come before the tip was known.
+                        f.dirty = true;
+                        self.any_dirty = true;
+                        f.fetching = false;
                         self.done.push(Done::Live { channel, tip });
-                        self.wake_follow();
                     }
                 }
             }
-            Cmd::Wake => {
+            Cmd::Fetch { channels } => {
+                // Those named again while this was in flight are due now.
+                self.any_dirty = true;
+                for c in &channels {
+                    if let Some(f) = self.followed.get_mut(c) {
+                        f.fetching = false;
+                    }
+                }
                 if reply.is_error() {
-                    return Err(format!("wake-up refused: {reply:?}"));
+                    for c in &channels {
+                        if let Some(f) = self.followed.get_mut(c) {
+                            f.dirty = true;
+                        self.any_dirty = true;
+                        }
+                    }
+                    return Err(format!("read refused: {reply:?}"));
+                }
+                let streams = script::parse_xread(&reply)
+                    .ok_or_else(|| format!("unexpected read reply {reply:?}"))?;
+                for (key, entries) in streams {
+                    let Some(name) = self.keys.channel_of(&key) else {
+                        continue;
+                    };
+                    let Some(f) = self.followed.get_mut(name.as_str()) else {
+                        continue; // no longer followed
+                    };
+                    if entries.len() >= PAGE {
+                        f.dirty = true;
+                        self.any_dirty = true; // more after these
+                    }
+                    if let Some(last) = entries.last() {
+                        f.last = Some(f.last.map_or(last.id, |l| l.max(last.id)));
+                    }
+                    self.done.push(Done::Entries {
+                        channel: name.into(),
+                        entries,
+                    });
                 }
             }
             Cmd::Control { .. } => {
@@ -417,9 +498,13 @@ impl Link {
                         self.follow_ready();
                     }
                 }
+                Ok(Some((Fol::Tip, reply))) => {
+                    if let Err(why) = self.on_tip(&reply) {
+                        return self.fail_follow(registry, now, &why);
+                    }
+                }
                 Ok(Some((Fol::Read, reply))) => {
                     self.reading = false;
-                    self.woken = false;
                     if let Err(why) = self.on_read(&reply) {
                         return self.fail_follow(registry, now, &why);
                     }
@@ -434,9 +519,35 @@ impl Link {
         self.follow.state = State::Ready;
         self.follow.failures = 0;
         log::info!("redis {}: connected (follow connection)", self.shown);
+        // Where the notification stream is now; everything followed is
+        // read once from its last id, so nothing published while this
+        // connection was away is missed.
+        let n = self.keys.notify();
+        self.follow.session.push(
+            Fol::Tip,
+            &[b"XREVRANGE", n.as_bytes(), b"+", b"-", b"COUNT", b"1"],
+            Instant::now() + self.timeout,
+        );
     }
 
-    /// A follow read's reply: entries per stream, handed on in order.
+    /// The notification stream's last id, before the first follow read.
+    fn on_tip(&mut self, reply: &Reply) -> Result<(), String> {
+        let id = match reply {
+            Reply::Array(items) if items.is_empty() => b"0-0".to_vec(),
+            Reply::Array(items) => {
+                script::raw_fields(&items[0])
+                    .ok_or("bad notification entry")?
+                    .0
+            }
+            _ => return Err(format!("unexpected XREVRANGE reply {reply:?}")),
+        };
+        self.notify_last = Some(id);
+        self.all_dirty();
+        Ok(())
+    }
+
+    /// A follow read's reply: revocations are handed on; each notification
+    /// naming a followed channel makes it dirty (read this turn).
     fn on_read(&mut self, reply: &Reply) -> Result<(), String> {
         if reply.is_error() {
             return Err(format!("follow read refused: {reply:?}"));
@@ -445,7 +556,7 @@ impl Link {
             return Ok(()); // timed out in Redis: nothing new
         };
         let ctl = self.keys.control();
-        let wake = self.keys.wake(&self.process);
+        let notify = self.keys.notify();
         for s in streams {
             let Reply::Array(kv) = s else {
                 return Err("follow reply is not [key, entries]".into());
@@ -454,13 +565,24 @@ impl Link {
                 return Err("follow reply is not [key, entries]".into());
             };
             let key = k.as_bytes().unwrap_or_default();
-            if key == ctl.as_bytes() || key == wake.as_bytes() {
+            if key == notify.as_bytes() {
+                for e in entries {
+                    let (id, fields) = script::raw_fields(e).ok_or("bad notification entry")?;
+                    self.notify_last = Some(id);
+                    let named = fields.iter().find(|(k, _)| k == b"c");
+                    let name = named.and_then(|(_, v)| std::str::from_utf8(v).ok());
+                    if let Some(f) = name.and_then(|n| self.followed.get_mut(n)) {
+                        f.dirty = true;
+                        self.any_dirty = true;
+                    }
+                }
+                if entries.len() >= NOTIFY_COUNT {
+                    // Possibly behind the stream's trimming: read all.
+                    self.all_dirty();
+                }
+            } else if key == ctl.as_bytes() {
                 for e in entries {
                     let (id, fields) = script::raw_fields(e).ok_or("bad control entry")?;
-                    if key == wake.as_bytes() {
-                        self.wake_last = id;
-                        continue;
-                    }
                     self.ctl_last = id;
                     let own = fields
                         .iter()
@@ -469,23 +591,7 @@ impl Link {
                         self.done.push(Done::Control(fields));
                     }
                 }
-                continue;
             }
-            let Some(name) = self.keys.channel_of(key) else {
-                continue;
-            };
-            let parsed =
-                script::parse_entries(&Reply::Array(entries.clone())).ok_or("bad stream entry")?;
-            let Some(f) = self.followed.get_mut(name.as_str()) else {
-                continue; // no longer followed
-            };
-            if let Some(last) = parsed.last() {
-                f.last = Some(f.last.map_or(last.id, |l| l.max(last.id)));
-            }
-            self.done.push(Done::Entries {
-                channel: name.into(),
-                entries: parsed,
-            });
         }
         Ok(())
     }
@@ -496,30 +602,25 @@ impl Link {
         if self.follow.state != State::Ready || self.reading {
             return;
         }
+        let Some(notify_last) = self.notify_last.as_deref() else {
+            return;
+        };
         let ctl = self.keys.control();
-        let wake = self.keys.wake(&self.process);
-        let mut keys: Vec<&[u8]> = vec![ctl.as_bytes(), wake.as_bytes()];
-        let mut ids: Vec<String> = Vec::new();
-        for f in self.followed.values() {
-            if let Some(last) = f.last {
-                keys.push(f.key.as_bytes());
-                ids.push(format!("{last}-0"));
-            }
-        }
-        let count = PAGE.to_string();
+        let notify = self.keys.notify();
+        let count = NOTIFY_COUNT.to_string();
         let block = BLOCK_MS.to_string();
-        let mut args: Vec<&[u8]> = vec![
+        let args: [&[u8]; 10] = [
             b"XREAD",
             b"COUNT",
             count.as_bytes(),
             b"BLOCK",
             block.as_bytes(),
             b"STREAMS",
+            ctl.as_bytes(),
+            notify.as_bytes(),
+            &self.ctl_last,
+            notify_last,
         ];
-        args.extend(keys);
-        args.push(&self.ctl_last);
-        args.push(&self.wake_last);
-        args.extend(ids.iter().map(|s| s.as_bytes()));
         let deadline = now + std::time::Duration::from_millis(BLOCK_MS) + self.timeout;
         self.follow.session.push(Fol::Read, &args, deadline);
         self.reading = true;

@@ -1,8 +1,15 @@
 //! The Redis link: two non-blocking connections in the loop's `Poll`, a
-//! command connection (publishes, replays, the channels' tips, wake-ups;
+//! command connection (publishes, replays, the channels' tips, fetches;
 //! pipelined, replies matched in order) and a follow connection (one
-//! `XREAD BLOCK` at a time over the followed channels, the control stream
-//! and this process's wake-up stream). The loop polls it (`ready`, `tick`)
+//! `XREAD BLOCK` at a time over two streams whatever the number of
+//! channels: the notification stream, where every publish names its
+//! channels, and the control stream). A notification naming a followed
+//! channel makes it "dirty"; once per loop turn the dirty channels are read
+//! (not blocking) on the command connection from their last ids. A
+//! blocking read over every followed key would cost Redis work per key on
+//! every call (and every call returns at the next publish), and needs a
+//! wake-up whenever the set changes; this costs per notification and per
+//! channel read. The loop polls the link (`ready`, `tick`)
 //! and takes what it hands back (`take_done`): "this publish is
 //! acknowledged with these ids", "these entries were appended to channel
 //! X", "channel X's tip is N", "a revocation came".
@@ -17,12 +24,11 @@ pub mod script;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::ToSocketAddrs;
 use std::time::{Duration, Instant};
 
 use mio::Token;
 
-use self::pipe::{Session, Sock, Target};
+use self::pipe::{Resolver, Session, Sock, Target};
 pub use self::script::{Appended, Entry, Event, Keys};
 use crate::config::{Redis, RedisAddr};
 
@@ -36,8 +42,13 @@ pub fn is_redis(t: Token) -> bool {
 
 /// How long one follow read blocks in Redis.
 const BLOCK_MS: u64 = 5_000;
-/// Entries per stream per follow read, and per replay page.
+/// Entries per stream per read, and per replay page.
 pub const PAGE: usize = 500;
+/// Channels read by one fetch.
+const FETCH_KEYS: usize = 1000;
+/// Notifications per follow read; a full read means this process may be
+/// behind the notification stream's trimming: every channel is read.
+const NOTIFY_COUNT: usize = 1000;
 
 /// Why a request got no answer from Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,17 +100,35 @@ enum Cmd {
     Hello,
     Policy,
     Load(usize),
-    Publish { call: u64, args: Vec<Vec<u8>> },
-    Wait { call: u64 },
-    Replay { call: u64, args: Vec<Vec<u8>> },
-    Prime { channel: Box<str> },
-    Wake,
-    Control { args: Vec<Vec<u8>> },
+    Publish {
+        call: u64,
+        args: Vec<Vec<u8>>,
+    },
+    Wait {
+        call: u64,
+    },
+    Replay {
+        call: u64,
+        args: Vec<Vec<u8>>,
+    },
+    Prime {
+        channel: Box<str>,
+    },
+    /// A read (not blocking) of channels the notification stream named.
+    Fetch {
+        channels: Vec<Box<str>>,
+    },
+    Control {
+        args: Vec<Vec<u8>>,
+    },
 }
 
 #[derive(Debug)]
 enum Fol {
     Hello,
+    /// The notification stream's last id, read before the first follow
+    /// read (never `$`: it could skip an entry).
+    Tip,
     Read,
 }
 
@@ -130,6 +159,10 @@ struct Followed {
     key: String,
     /// The last id delivered; `None` while the tip is being read.
     last: Option<u64>,
+    /// Named by the notification stream since the last fetch.
+    dirty: bool,
+    /// A fetch of it is in flight.
+    fetching: bool,
 }
 
 /// State, for status and metrics.
@@ -148,8 +181,14 @@ pub struct Settings {
     pub idempotency_ttl: Duration,
 }
 
+/// Where Redis is: a socket path, or a host (looked up off the loop).
+enum Where {
+    Unix(Target),
+    Tcp(Resolver),
+}
+
 pub struct Link {
-    target: Target,
+    target: Where,
     shown: String,
     auth: Option<(Option<String>, String)>,
     db: u32,
@@ -165,11 +204,14 @@ pub struct Link {
     shas: [Option<String>; 2],
     reloading: bool,
     followed: HashMap<Box<str>, Followed>,
-    /// Keys of the streams in the follow read in flight.
+    /// A follow read is in flight.
     reading: bool,
-    woken: bool,
+    /// Some followed channel may be dirty (saves a scan of all of them).
+    any_dirty: bool,
     ctl_last: Vec<u8>,
-    wake_last: Vec<u8>,
+    /// The notification stream's last id seen (`None`: not read yet on
+    /// this connection).
+    notify_last: Option<Vec<u8>>,
     /// Reads to send once the command connection is ready.
     queued: VecDeque<Cmd>,
     /// Publishes answered by the script, waiting for `WAIT`.
@@ -185,18 +227,8 @@ const SCRIPTS: [&str; 2] = [script::PUBLISH, script::REPLAY];
 impl Link {
     pub fn new(cfg: &Redis, s: &Settings) -> io::Result<Link> {
         let target = match &cfg.url.addr {
-            RedisAddr::Unix(p) => Target::Unix(p.clone()),
-            RedisAddr::Tcp { host, port } => {
-                // Resolved once, before the loop runs: the loop never waits
-                // on a name lookup.
-                let addr = (host.as_str(), *port)
-                    .to_socket_addrs()?
-                    .next()
-                    .ok_or_else(|| {
-                        io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"))
-                    })?;
-                Target::Tcp(addr)
-            }
+            RedisAddr::Unix(p) => Where::Unix(Target::Unix(p.clone())),
+            RedisAddr::Tcp { host, port } => Where::Tcp(Resolver::new(host, *port)),
         };
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -220,9 +252,9 @@ impl Link {
             reloading: false,
             followed: HashMap::new(),
             reading: false,
-            woken: false,
+            any_dirty: false,
             ctl_last: b"0-0".to_vec(),
-            wake_last: b"0-0".to_vec(),
+            notify_last: None,
             queued: VecDeque::new(),
             replicating: HashMap::new(),
             done: Vec::new(),
@@ -237,7 +269,7 @@ impl Link {
         &self.shown
     }
 
-    /// This process's name in Redis (its wake-up stream, control entries).
+    /// This process's name in Redis (its control entries).
     pub fn process(&self) -> &str {
         &self.process
     }
@@ -249,7 +281,7 @@ impl Link {
     pub fn state(&self) -> &'static str {
         match (self.cmd.state, self.follow.state) {
             (State::Ready, State::Ready) => "connected",
-            (State::Down, _) if self.cmd.failures > 0 => "down",
+            _ if self.stats.last_error.is_some() => "down",
             _ => "connecting",
         }
     }
@@ -291,13 +323,14 @@ impl Link {
         }
         let sha = self.shas[0].clone().unwrap_or_default();
         let mut args: Vec<Vec<u8>> = vec![b"EVALSHA".to_vec(), sha.into_bytes()];
-        args.push((1 + 2 * events.len()).to_string().into_bytes());
+        args.push((2 + 2 * events.len()).to_string().into_bytes());
         args.push(match (stored, events.first()) {
             (Some((scope, _)), Some(first)) => {
                 self.keys.idempotency(first.channel, scope).into_bytes()
             }
             _ => Vec::new(),
         });
+        args.push(self.keys.notify().into_bytes());
         for e in events {
             args.push(self.keys.stream(e.channel).into_bytes());
             args.push(self.keys.meta(e.channel).into_bytes());
@@ -329,6 +362,7 @@ impl Link {
             });
             args.push(e.event.unwrap_or("").as_bytes().to_vec());
             args.push(e.data.as_bytes().to_vec());
+            args.push(e.channel.as_bytes().to_vec());
         }
         self.send_cmd(Cmd::Publish { call, args }, now);
         if self.wait_replicas > 0 {
@@ -366,8 +400,15 @@ impl Link {
             return;
         }
         let key = self.keys.stream(channel);
-        self.followed
-            .insert(channel.into(), Followed { key, last: None });
+        self.followed.insert(
+            channel.into(),
+            Followed {
+                key,
+                last: None,
+                dirty: false,
+                fetching: false,
+            },
+        );
         self.send_or_queue(
             Cmd::Prime {
                 channel: channel.into(),
@@ -472,18 +513,62 @@ impl Link {
         }
     }
 
-    /// Wakes the blocked follow read so it is sent again with the new set.
-    fn wake_follow(&mut self) {
-        if self.reading && !self.woken && self.is_up() {
-            self.woken = true;
-            let k = self.keys.wake(&self.process);
-            let deadline = Instant::now() + self.timeout;
-            self.cmd.session.push(
-                Cmd::Wake,
-                &[b"XADD", k.as_bytes(), b"MAXLEN", b"1", b"*", b"w", b"1"],
-                deadline,
-            );
+    /// Reads, without blocking, the followed channels the notification
+    /// stream named (one command for up to `FETCH_KEYS` channels; one
+    /// fetch per channel in flight, a channel named again meanwhile is
+    /// read again after it).
+    pub(super) fn fetch_dirty(&mut self, now: Instant) {
+        if !self.is_up() || self.reloading || !self.any_dirty {
+            return;
         }
+        self.any_dirty = false;
+        loop {
+            let mut channels: Vec<Box<str>> = Vec::new();
+            let mut args: Vec<Vec<u8>> = vec![
+                b"XREAD".to_vec(),
+                b"COUNT".to_vec(),
+                PAGE.to_string().into_bytes(),
+                b"STREAMS".to_vec(),
+            ];
+            let mut ids = Vec::new();
+            for (name, f) in self.followed.iter_mut() {
+                let Some(last) = f.last else { continue };
+                if !f.dirty || f.fetching {
+                    continue;
+                }
+                f.dirty = false;
+                f.fetching = true;
+                channels.push(name.clone());
+                args.push(f.key.clone().into_bytes());
+                ids.push(format!("{last}-0").into_bytes());
+                if channels.len() == FETCH_KEYS {
+                    break;
+                }
+            }
+            if channels.is_empty() {
+                return;
+            }
+            let full = channels.len() == FETCH_KEYS;
+            args.extend(ids);
+            let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            self.cmd.session.write(&refs);
+            self.cmd
+                .session
+                .expect(Cmd::Fetch { channels }, now + self.timeout);
+            if !full {
+                return;
+            }
+        }
+    }
+
+    /// Every followed channel is read again (a connection came back: a
+    /// notification may have been missed meanwhile).
+    pub(super) fn all_dirty(&mut self) {
+        for f in self.followed.values_mut() {
+            f.dirty = true;
+            f.fetching = false;
+        }
+        self.any_dirty = true;
     }
 }
 

@@ -121,6 +121,82 @@ pub enum Target {
     Unix(PathBuf),
 }
 
+/// A Redis host name, looked up off the loop: a lookup can take seconds
+/// when DNS is slow, so it runs on a short-lived thread and the loop only
+/// checks for its answer. An IP address needs none. Looked up again after
+/// a connection fails (the name may point elsewhere after a failover).
+pub struct Resolver {
+    host: String,
+    port: u16,
+    addr: Option<SocketAddr>,
+    pending: Option<std::sync::mpsc::Receiver<io::Result<SocketAddr>>>,
+}
+
+impl Resolver {
+    pub fn new(host: &str, port: u16) -> Resolver {
+        Resolver {
+            host: host.to_string(),
+            port,
+            addr: host
+                .parse::<std::net::IpAddr>()
+                .ok()
+                .map(|ip| SocketAddr::new(ip, port)),
+            pending: None,
+        }
+    }
+
+    /// The address, when known; starts or checks a lookup otherwise.
+    pub fn get(&mut self) -> Result<Option<SocketAddr>, String> {
+        if let Some(a) = self.addr {
+            return Ok(Some(a));
+        }
+        if let Some(rx) = &self.pending {
+            return match rx.try_recv() {
+                Ok(Ok(a)) => {
+                    self.pending = None;
+                    self.addr = Some(a);
+                    Ok(Some(a))
+                }
+                Ok(Err(e)) => {
+                    self.pending = None;
+                    Err(format!("cannot resolve {}: {e}", self.host))
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => Ok(None),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    self.pending = None;
+                    Err(format!("cannot resolve {}", self.host))
+                }
+            };
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (host, port) = (self.host.clone(), self.port);
+        let spawned = std::thread::Builder::new()
+            .name("redis-resolve".into())
+            .spawn(move || {
+                use std::net::ToSocketAddrs;
+                let r = (host.as_str(), port).to_socket_addrs().and_then(|mut a| {
+                    a.next()
+                        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))
+                });
+                let _ = tx.send(r);
+            });
+        match spawned {
+            Ok(_) => {
+                self.pending = Some(rx);
+                Ok(None)
+            }
+            Err(e) => Err(format!("cannot start a lookup of {}: {e}", self.host)),
+        }
+    }
+
+    /// Looks the name up again before the next connect (not an IP).
+    pub fn forget(&mut self) {
+        if self.host.parse::<std::net::IpAddr>().is_err() {
+            self.addr = None;
+        }
+    }
+}
+
 /// The socket of a connection.
 pub enum Sock {
     Tcp(TcpStream),

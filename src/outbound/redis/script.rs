@@ -9,8 +9,9 @@
 //!   channel's previous id), `e` (event name, when there is one), `d` (data);
 //! - `P:{E}:m` the channel's last id, which outlives trimming and expiry;
 //! - `P:{E}:i:<hex>` a stored publish answer (`Idempotency-Key`);
-//! - `P:ctl` revocations, followed by every process; `P:w:<process>` one
-//!   process's wake-up stream.
+//! - `P:n` the notification stream: one entry per channel per publish, its
+//!   field `c` naming the channel; followed by every process;
+//! - `P:ctl` revocations, followed by every process.
 //!
 //! `{E}` is a Redis Cluster hash tag: a channel's keys share a slot.
 
@@ -39,10 +40,11 @@ pub struct Entry {
 /// print a float). Returns `{id1, prev1, id2, prev2, ...}`, or
 /// `{"dup", stored}` when the idempotency key is already there.
 ///
-/// KEYS: idempotency key (or ""), then stream and meta key per event.
+/// KEYS: idempotency key (or ""), the notification stream, then stream
+/// and meta key per event.
 /// ARGV: n, maxlen, ttl_us (0: none), stream expiry ms (0: none), meta
 /// expiry ms (0: none), idempotency ttl ms, stored answer prefix, then per
-/// event: has-name ("1"/"0"), name, data.
+/// event: has-name ("1"/"0"), name, data, channel.
 pub const PUBLISH: &str = r#"#!lua
 local n = tonumber(ARGV[1])
 if KEYS[1] ~= '' then
@@ -53,8 +55,9 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local last = {}
 local streams = {}
+local names = {}
 for i = 1, n do
-  local s, m = KEYS[2 * i], KEYS[2 * i + 1]
+  local s, m = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
   if last[m] == nil then
     local p = tonumber(redis.call('GET', m) or '0') or 0
     local top = redis.call('XREVRANGE', s, '+', '-', 'COUNT', 1)
@@ -64,16 +67,17 @@ for i = 1, n do
     end
     last[m] = p
     streams[#streams + 1] = s
+    names[#names + 1] = ARGV[8 + 4 * (i - 1) + 3]
   end
 end
 local out = {}
 for i = 1, n do
-  local s, m = KEYS[2 * i], KEYS[2 * i + 1]
+  local s, m = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
   local prev = last[m]
   local id = prev + 1
   if now > id then id = now end
   local ids, ps = string.format('%d', id), string.format('%d', prev)
-  local b = 8 + 3 * (i - 1)
+  local b = 8 + 4 * (i - 1)
   if ARGV[b] == '1' then
     redis.call('XADD', s, 'MAXLEN', '~', ARGV[2], ids .. '-0', 'p', ps, 'e', ARGV[b + 1], 'd', ARGV[b + 2])
   else
@@ -96,6 +100,9 @@ for _, s in ipairs(streams) do
     redis.call('XTRIM', s, 'MINID', '~', string.format('%d', now - ttl) .. '-0')
   end
   if sx > 0 then redis.call('PEXPIRE', s, sx) end
+end
+for _, c in ipairs(names) do
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', '100000', '*', 'c', c)
 end
 if KEYS[1] ~= '' then
   redis.call('SET', KEYS[1], ARGV[7] .. table.concat(out, ','), 'PX', ARGV[6])
@@ -161,8 +168,8 @@ impl Keys {
         format!("{}:ctl", self.prefix)
     }
 
-    pub fn wake(&self, process: &str) -> String {
-        format!("{}:w:{process}", self.prefix)
+    pub fn notify(&self) -> String {
+        format!("{}:n", self.prefix)
     }
 
     /// The channel a stream key names, when it is one of ours.
