@@ -152,9 +152,27 @@ impl<'a> Coord<'a> {
         let mut first = 0;
         let floor_kb = self.cfg.min_available_mib * 1024;
         let counts = worker_counts(self.cfg.subscribers, self.cfg.per_worker);
+        // Keep time for what follows the ramp (settle, hold, the publishes
+        // at --rate, the drain), so a ramp that slows down still ends in a
+        // measured hold and publish rather than in the run's cap.
+        let cfg = self.cfg;
+        let publishing = if cfg.rate > 0.0 {
+            cfg.events as f64 / cfg.rate
+        } else {
+            0.0
+        };
+        let reserve = cfg.settle.as_secs_f64()
+            + cfg.hold.as_secs_f64()
+            + publishing
+            + cfg.drain_timeout.as_secs_f64()
+            + 30.0;
+        let ramp_end = self.deadline.saturating_sub((reserve * 1e9) as u64);
         for (step, count) in counts.iter().enumerate() {
-            if now_ns() >= self.deadline {
-                stopped_by = "the run's --duration cap".into();
+            if now_ns() >= ramp_end {
+                stopped_by = format!(
+                    "the ramp's time ran out before step {} (it keeps {reserve:.0}s of --duration for the hold and the publishes)",
+                    step + 1
+                );
                 break;
             }
             let avail = ramp::mem_available_kb();
@@ -166,9 +184,24 @@ impl<'a> Coord<'a> {
                 );
                 break;
             }
+            let t0 = now_ns();
             self.spawn_worker(raw_args, first, *count)?;
+            self.wait_connected_until(ramp_end);
+            if self.workers.last().is_some_and(|w| w.connected.is_none()) {
+                // Still connecting when the ramp's time ran out: end it (its
+                // subscribers close) and measure the ones before it.
+                if let Some(mut w) = self.workers.pop() {
+                    let _ = w.child.kill();
+                    let _ = w.child.wait();
+                }
+                stopped_by = format!(
+                    "step {} had not connected its {count} subscribers after {:.0}s when the ramp's time ran out (it keeps {reserve:.0}s of --duration for the hold and the publishes); that worker was ended",
+                    step + 1,
+                    (now_ns() - t0) as f64 / 1e9
+                );
+                break;
+            }
             first += count;
-            self.wait_connected();
             let ok: u64 = self
                 .workers
                 .iter()
@@ -243,8 +276,13 @@ impl<'a> Coord<'a> {
 
     /// Waits until every worker reported its connect phase (or died).
     fn wait_connected(&mut self) {
+        self.wait_connected_until(self.deadline);
+    }
+
+    /// `wait_connected` with its own time limit.
+    fn wait_connected_until(&mut self, limit: u64) {
         let mut sink = Vec::new();
-        while now_ns() < self.deadline
+        while now_ns() < limit
             && self
                 .workers
                 .iter()
