@@ -21,6 +21,20 @@
 #                                   # connect fanout batch latency idle churn auth)
 #   ONLY=auth scripts/bench.sh      # the token-auth pair and the verify cost
 #   ONLY=forward-auth scripts/bench.sh  # only the forward-auth runs (also FORWARD_AUTH_ONLY=1)
+#
+# Redis scale-out (issue 11), run only when named (never in the default or
+# QUICK runs): each run starts its own redis-server (temporary directory,
+# no snapshots, no AOF unless the family says otherwise) pinned to core
+# $REDIS_CPU (1, the load client's, unless told), and the local runs it is
+# compared with come in the same invocation, interleaved:
+#   ONLY=redis-fanout   # 10,000 subscribers, 8 publishers: Redis mode vs local
+#   ONLY=redis-latency  # one event at 5/s to 1,000 and 10,000: p50/p99, Redis vs local
+#   ONLY=redis-publish  # publishes acknowledged/s, 8 keep-alive publishers, Redis's
+#                       # own CPU; appendonly no / appendfsync everysec / always,
+#                       # Redis on core 1 and on core 0
+#   ONLY=reuse-port     # two --reuse-port hubs on one port, 5,000 subscribers each
+#                       # (the kernel's split), deliveries and latency per process
+#   ONLY=redis          # all four
 # Sizes can be changed through the variables below (environment wins).
 set -euo pipefail
 
@@ -59,9 +73,32 @@ CHURN_CHANNELS=${CHURN_CHANNELS:-1000000}
 CHURN_BATCH=${CHURN_BATCH:-100}
 CHURN_PUBLISHERS=${CHURN_PUBLISHERS:-2}
 CAP=${CAP:-180}
+# Redis families (sizes as in issue 11; environment wins).
+REDIS_ROUNDS=${REDIS_ROUNDS:-2}
+REDIS_FANOUT_SUBS=${REDIS_FANOUT_SUBS:-10000}
+REDIS_FANOUT_EVENTS=${REDIS_FANOUT_EVENTS:-$FANOUT_EVENTS}
+REDIS_LATENCY_SUBS=${REDIS_LATENCY_SUBS:-"1000 10000"}
+REDIS_PUBLISH_EVENTS=${REDIS_PUBLISH_EVENTS:-100000}
+REDIS_PUBLISH_FSYNC=${REDIS_PUBLISH_FSYNC:-"no everysec always"}
+REDIS_PUBLISH_CPUS=${REDIS_PUBLISH_CPUS:-"1 0"}
+REUSE_SUBS=${REUSE_SUBS:-10000}
+REUSE_EVENTS=${REUSE_EVENTS:-$FANOUT_EVENTS}
+# HUB_REDIS=0: start redis-server but not the hub's Redis mode (a dry run of
+# the scripts against a hub without it).
+HUB_REDIS=${HUB_REDIS:-1}
+if [[ " ${ONLY:-} " == *" redis "* ]]; then
+    only=""
+    for w in $ONLY; do
+        [[ $w == redis ]] && w="redis-fanout redis-latency redis-publish reuse-port"
+        only="$only $w"
+    done
+    ONLY=$only
+fi
 
 # want RUN: whether RUN is among $ONLY (all runs when it is empty).
 want() { [[ -z ${ONLY:-} || " $ONLY " == *" $1 "* ]]; }
+# named RUN: only when $ONLY names it (the Redis families).
+named() { [[ " ${ONLY:-} " == *" $1 "* ]]; }
 
 mkdir -p "$OUT"
 trap stop_server EXIT
@@ -146,6 +183,229 @@ PY
     grep "^verify:" "$OUT/verify.err" | tee -a "$OUT/summary.txt" >&2
 }
 
+# start_hub local|redis [hub flags...]: a fresh hub on core $SERVER_CPU; in
+# Redis mode with its own redis-server (flags in REDIS_ARGS), and only once
+# the hub says Redis is up.
+REDIS_ARGS=()
+start_hub() {
+    local mode=$1
+    shift
+    if [[ $mode == redis ]]; then
+        start_redis "${REDIS_ARGS[@]}"
+        if [[ $HUB_REDIS == 1 ]]; then
+            start_ssecast --redis-url "redis://127.0.0.1:$REDIS_PORT" "$@"
+            wait_redis_up "$PORT"
+        else
+            start_ssecast "$@"
+        fi
+    else
+        start_ssecast "$@"
+    fi
+}
+
+# rload NAME MODE FLAGS...: `load`, with Redis's CPU over the publish phase
+# (--aux-pid) and over the whole run, its core and persistence, in the
+# run's JSON as "redis".
+rload() {
+    local name=$1 c0=0 t0
+    t0=$(date +%s%N)
+    if [[ -n $REDIS_PID ]]; then
+        c0=$(proc_ticks "$REDIS_PID")
+        redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
+    fi
+    load "$@" ${REDIS_PID:+--aux-pid "$REDIS_PID"}
+    [[ -n $REDIS_PID ]] || return 0
+    # Redis's own account of the commands it ran (time per call includes
+    # any preemption of its core).
+    redis-cli -p "$REDIS_PORT" info commandstats | tr -d '\r' >"$OUT/$name.redis-commandstats.txt"
+    python3 - "$OUT/$name.json" "$REDIS_DESC" "$c0" "$(proc_ticks "$REDIS_PID")" "$t0" "$(date +%s%N)" \
+        "$(getconf CLK_TCK)" "$HUB_REDIS" "$OUT/$name.redis-commandstats.txt" <<'PY'
+import json, sys
+path, desc, c0, c1, t0, t1, hz, hub, cs = sys.argv[1:]
+d = json.loads(open(path).readline())
+r = json.loads(desc)
+r["cpu_s_whole_run"] = (int(c1) - int(c0)) / int(hz)
+r["cpu_pct_whole_run"] = round(100 * r["cpu_s_whole_run"] / ((int(t1) - int(t0)) / 1e9), 1)
+r["hub_in_redis_mode"] = hub == "1"
+stats = {}
+for line in open(cs):
+    if line.startswith("cmdstat_"):
+        name, _, rest = line[8:].strip().partition(":")
+        kv = dict(x.split("=", 1) for x in rest.split(","))
+        stats[name] = {"calls": int(kv["calls"]), "usec_per_call": float(kv["usec_per_call"])}
+r["commandstats"] = stats
+d["redis"] = r
+open(path, "w").write(json.dumps(d) + "\n")
+PY
+}
+
+# summarize RUN... <<'PY' (python on stdin): prints, and appends to
+# summary.txt, what the snippet computes from the runs' JSON, given as the
+# dict R (run name -> report) with helpers g (path lookup), ms and ratio.
+SUMMARY_PRELUDE='
+import json, os, sys
+out, names = sys.argv[1], sys.argv[2:]
+R = {}
+for n in names:
+    try:
+        R[n] = json.loads(open(os.path.join(out, n + ".json")).readline())
+    except (OSError, ValueError):
+        pass
+def g(run, *path):
+    v = run
+    for p in path:
+        if not isinstance(v, dict):
+            return None
+        v = v.get(p)
+    return v
+def ms(ns):
+    return "n/a" if ns is None else f"{ns / 1e6:.2f} ms"
+def ratio(a, b):
+    return "n/a" if not a or not b else f"{a / b:.3f}"
+'
+summarize() {
+    python3 -c "$SUMMARY_PRELUDE$(cat)" "$OUT" "$@" | tee -a "$OUT/summary.txt" >&2 || log "summary failed"
+}
+
+redis_fanout_runs() {
+    local r mode names=()
+    for ((r = 1; r <= REDIS_ROUNDS; r++)); do
+        for mode in local redis; do
+            log "redis-fanout round $r, $mode: $REDIS_FANOUT_SUBS subscribers, $REDIS_FANOUT_EVENTS events, $PUBLISHERS publishers"
+            start_hub "$mode"
+            rload "redis-fanout-$mode-$r" run --subscribers "$REDIS_FANOUT_SUBS" --events "$REDIS_FANOUT_EVENTS" \
+                --publishers "$PUBLISHERS" --duration "$CAP"
+            stop_server
+            names+=("redis-fanout-$mode-$r")
+        done
+    done
+    RUNS+=("${names[@]}")
+    summarize "${names[@]}" <<'PY'
+for r in range(1, 100):
+    l, x = R.get(f"redis-fanout-local-{r}"), R.get(f"redis-fanout-redis-{r}")
+    if not l and not x:
+        break
+    dl, dx = g(l, "delivery", "deliveries_per_s"), g(x, "delivery", "deliveries_per_s")
+    print(f"redis-fanout round {r}: local {dl} deliveries/s, Redis mode {dx} (redis/local {ratio(dx, dl)}; goal >= 0.9); "
+          f"client saturated local {g(l, 'delivery', 'client_saturated')} redis {g(x, 'delivery', 'client_saturated')}; "
+          f"Redis on core {g(x, 'redis', 'core')}{'' if g(x, 'redis', 'hub_in_redis_mode') else ' (DRY RUN: hub not in Redis mode)'}, its CPU {g(x, 'delivery', 'aux_cpu_pct')} %")
+PY
+}
+
+redis_latency_runs() {
+    local n mode names=()
+    for n in $REDIS_LATENCY_SUBS; do
+        for mode in local redis; do
+            log "redis-latency $mode: $LATENCY_EVENTS events at $LATENCY_RATE/s to $n subscribers"
+            start_hub "$mode"
+            rload "redis-latency-$mode-$n" run --subscribers "$n" --events "$LATENCY_EVENTS" \
+                --rate "$LATENCY_RATE" --publishers 1 --duration "$CAP"
+            stop_server
+            names+=("redis-latency-$mode-$n")
+        done
+    done
+    RUNS+=("${names[@]}")
+    summarize "${names[@]}" <<'PY'
+for n in sorted({k.rsplit("-", 1)[1] for k in R}, key=int):
+    l, x = R.get(f"redis-latency-local-{n}"), R.get(f"redis-latency-redis-{n}")
+    lp50, lp99 = g(l, "delivery", "latency_ns", "p50"), g(l, "delivery", "latency_ns", "p99")
+    xp50, xp99 = g(x, "delivery", "latency_ns", "p50"), g(x, "delivery", "latency_ns", "p99")
+    d = "n/a" if lp99 is None or xp99 is None else f"{(xp99 - lp99) / 1e6:+.2f} ms"
+    print(f"redis-latency {n} subscribers: local p50 {ms(lp50)} p99 {ms(lp99)}; Redis mode p50 {ms(xp50)} p99 {ms(xp99)} "
+          f"(p99 redis - local {d}; goal <= +2 ms); Redis on core {g(x, 'redis', 'core')}{'' if g(x, 'redis', 'hub_in_redis_mode') else ' (DRY RUN: hub not in Redis mode)'}")
+PY
+}
+
+redis_publish_runs() {
+    local cpu fsync name names=() saved=$REDIS_CPU
+    log "redis-publish local: 1 subscriber, $REDIS_PUBLISH_EVENTS events, $PUBLISHERS keep-alive publishers"
+    start_hub local
+    rload redis-publish-local run --subscribers 1 --events "$REDIS_PUBLISH_EVENTS" --publishers "$PUBLISHERS" --duration "$CAP"
+    stop_server
+    names+=(redis-publish-local)
+    for cpu in $REDIS_PUBLISH_CPUS; do
+        for fsync in $REDIS_PUBLISH_FSYNC; do
+            REDIS_CPU=$cpu
+            case $fsync in
+                no) REDIS_ARGS=(--appendonly no) ;;
+                *) REDIS_ARGS=(--appendonly yes --appendfsync "$fsync") ;;
+            esac
+            name=redis-publish-aof-$fsync-core$cpu
+            log "redis-publish: Redis on core $cpu, ${REDIS_ARGS[*]}: 1 subscriber, $REDIS_PUBLISH_EVENTS events, $PUBLISHERS publishers"
+            start_hub redis
+            rload "$name" run --subscribers 1 --events "$REDIS_PUBLISH_EVENTS" --publishers "$PUBLISHERS" --duration "$CAP"
+            stop_server
+            names+=("$name")
+        done
+    done
+    REDIS_CPU=$saved REDIS_ARGS=()
+    RUNS+=("${names[@]}")
+    summarize "${names[@]}" <<'PY'
+for n, x in R.items():
+    p = g(x, "publish") or {}
+    d = g(x, "delivery") or {}
+    rd = g(x, "redis") or {}
+    aof = f"appendonly yes, appendfsync {rd.get('appendfsync')}" if rd.get("appendonly") == "yes" else "appendonly no"
+    dry = "" if rd.get("hub_in_redis_mode") else " (DRY RUN: hub not in Redis mode)"
+    where = f"Redis on core {rd.get('core')}{dry}, {aof}, Redis CPU {d.get('aux_cpu_pct')} % ({(d.get('aux_cpu_ns_per_event') or 0) / 1e3:.1f} us/publish; EVALSHA {g(rd, 'commandstats', 'evalsha', 'usec_per_call')} us per call by INFO commandstats)" if rd else "no Redis"
+    print(f"{n}: {p.get('events_acked')} of {p.get('events_attempted')} acknowledged, {p.get('events_per_s')}/s (goal >= 30,000), "
+          f"ack p50 {ms(g(p, 'ack_rtt_ns', 'p50'))} p99 {ms(g(p, 'ack_rtt_ns', 'p99'))}; hub CPU {d.get('server_cpu_pct')} %; {where}; errors {p.get('errors')}")
+PY
+}
+
+# Two hubs with --reuse-port on one port (both on core $SERVER_CPU), each with
+# its own --admin-bind; Redis mode, one redis-server. The kernel spreads the
+# subscribers (and the publishers' connections); the client finds which
+# process serves each subscriber (--by-server-pid).
+start_reuse_pair() {
+    start_redis "${REDIS_ARGS[@]}"
+    local url=() a1 a2 second
+    [[ $HUB_REDIS == 1 ]] && url=(--redis-url "redis://127.0.0.1:$REDIS_PORT")
+    a1=$((NEXT_PORT + 4001))
+    a2=$((NEXT_PORT + 4002))
+    start_ssecast --reuse-port --admin-bind "127.0.0.1:$a1" "${url[@]}"
+    taskset -c "$SERVER_CPU" "$SSECAST" --bind "127.0.0.1:$PORT" --log-level warn --reuse-port \
+        --admin-bind "127.0.0.1:$a2" "${url[@]}" 2>>"$OUT/server-ssecast.log" &
+    second=$!
+    EXTRA_PIDS=$second
+    SERVER_PIDS="$SERVER_PID,$second"
+    wait_port "$a2" "$second" || die "the second --reuse-port hub did not listen on its admin address $a2"
+    if [[ $HUB_REDIS == 1 ]]; then
+        wait_redis_up "$a1"
+        wait_redis_up "$a2"
+    fi
+    ADMIN_PORTS="$a1 $a2"
+}
+
+reuse_port_runs() {
+    local kind names=() a
+    for kind in fanout latency; do
+        log "reuse-port $kind: two hubs on one port, $REUSE_SUBS subscribers"
+        start_reuse_pair
+        if [[ $kind == fanout ]]; then
+            rload "reuse-port-$kind" run --subscribers "$REUSE_SUBS" --events "$REUSE_EVENTS" \
+                --publishers "$PUBLISHERS" --by-server-pid --duration "$CAP"
+        else
+            rload "reuse-port-$kind" run --subscribers "$REUSE_SUBS" --events "$LATENCY_EVENTS" \
+                --rate "$LATENCY_RATE" --publishers 1 --by-server-pid --duration "$CAP"
+        fi
+        for a in $ADMIN_PORTS; do
+            curl -s -m 2 "http://127.0.0.1:$a/events/status" >"$OUT/reuse-port-$kind-status-$a.json" || true
+        done
+        stop_server
+        names+=("reuse-port-$kind")
+    done
+    RUNS+=("${names[@]}")
+    summarize "${names[@]}" <<'PY'
+for n, x in R.items():
+    parts = []
+    for p in g(x, "delivery", "by_server_pid") or []:
+        parts.append(f"pid {p['pid']}: {p['subscribers']} subscribers, {p['deliveries']} of {p['expected']} deliveries ({p['deliveries_per_s']}/s), "
+                     f"p50 {ms(g(p, 'latency_ns', 'p50'))} p99 {ms(g(p, 'latency_ns', 'p99'))}, lost {p['lost']}")
+    print(f"{n}: {g(x, 'delivery', 'deliveries_per_s')} deliveries/s in all, p99 {ms(g(x, 'delivery', 'latency_ns', 'p99'))}; " + "; ".join(parts))
+PY
+}
+
 if want raw-write; then
     log "raw-write baseline: $RAW_SOCKETS sockets"
     "$HARNESS" raw-write --sockets "$RAW_SOCKETS" --seconds "$RAW_SECONDS" \
@@ -226,6 +486,11 @@ if want churn; then
     stop_server
     RUNS+=("churn-$CHURN_CHANNELS")
 fi
+
+named redis-fanout && redis_fanout_runs
+named redis-latency && redis_latency_runs
+named redis-publish && redis_publish_runs
+named reuse-port && reuse_port_runs
 
 combine "$OUT" "${RUNS[@]}" >"$OUT.json"
 log "results: $OUT.json (per run: $OUT/)"

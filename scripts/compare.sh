@@ -56,6 +56,17 @@ start_peer() {
     case $1 in
         ssecast) start_ssecast --heartbeat-interval "$HEARTBEAT"; PRESET=ssecast ;;
         nchan) start_nchan "$HEARTBEAT"; PRESET=nchan ;;
+        ssecast-redis)
+            start_redis
+            start_ssecast --heartbeat-interval "$HEARTBEAT" --redis-url "redis://127.0.0.1:$REDIS_PORT"
+            wait_redis_up "$PORT"
+            PRESET=ssecast
+            ;;
+        nchan-redis)
+            start_redis
+            start_nchan "$HEARTBEAT" nginx-redis.conf.template
+            PRESET=nchan
+            ;;
         axum) start_axum; PRESET=axum ;;
         pushpin) start_pushpin "$HEARTBEAT"; PRESET=pushpin ;;
         *) die "unknown peer $1" ;;
@@ -67,8 +78,8 @@ trap stop_server EXIT
 build_harness
 for p in $PEERS; do
     case $p in
-        ssecast) build_ssecast ;;
-        nchan) ensure_nchan ;;
+        ssecast | ssecast-redis) build_ssecast ;;
+        nchan | nchan-redis) ensure_nchan ;;
         axum) build_axum ;;
         pushpin) ensure_pushpin ;;
     esac
@@ -83,24 +94,28 @@ for p in $PEERS; do
     mkdir -p "$OUT"
     log "== $p: density, $SUBS subscribers"
     start_peer "$p"
-    load density run --preset "$PRESET" --subscribers "$SUBS" --settle 2 --duration "$CAP"
+    load density run ${REDIS_PID:+--aux-pid "$REDIS_PID"} --preset "$PRESET" --subscribers "$SUBS" --settle 2 --duration "$CAP"
+    if [[ -n $REDIS_PID ]]; then
+        # What the peer keeps in Redis with $SUBS subscribers on one channel.
+        echo "$p: Redis $REDIS_DESC; after the density run: $(redis-cli -p "$REDIS_PORT" info memory | grep -E '^used_memory:' | tr -d '\r'), $(redis-cli -p "$REDIS_PORT" info clients | grep -E '^connected_clients:' | tr -d '\r'), keys $(redis-cli -p "$REDIS_PORT" dbsize)" >>"$BASE/redis-notes.txt"
+    fi
     stop_server
 
     log "== $p: fan-out, $SUBS subscribers, $FANOUT_EVENTS events, $PUBLISHERS publishers"
     start_peer "$p"
-    load fanout run --preset "$PRESET" --subscribers "$SUBS" --events "$FANOUT_EVENTS" \
+    load fanout run ${REDIS_PID:+--aux-pid "$REDIS_PID"} --preset "$PRESET" --subscribers "$SUBS" --events "$FANOUT_EVENTS" \
         --publishers "$PUBLISHERS" --duration "$CAP"
     stop_server
 
     log "== $p: latency, $LATENCY_EVENTS events at $LATENCY_RATE/s to $SUBS subscribers"
     start_peer "$p"
-    load latency run --preset "$PRESET" --subscribers "$SUBS" --events "$LATENCY_EVENTS" \
+    load latency run ${REDIS_PID:+--aux-pid "$REDIS_PID"} --preset "$PRESET" --subscribers "$SUBS" --events "$LATENCY_EVENTS" \
         --rate "$LATENCY_RATE" --publishers 1 --duration "$CAP"
     stop_server
 
     log "== $p: idle, $SUBS subscribers for ${IDLE_HOLD}s"
     start_peer "$p"
-    load idle idle --preset "$PRESET" --subscribers "$SUBS" --hold "$IDLE_HOLD" \
+    load idle idle ${REDIS_PID:+--aux-pid "$REDIS_PID"} --preset "$PRESET" --subscribers "$SUBS" --hold "$IDLE_HOLD" \
         --duration $((IDLE_HOLD + CAP))
     stop_server
 
@@ -117,6 +132,12 @@ done
     echo "latency $LATENCY_EVENTS events at $LATENCY_RATE/s; idle ${IDLE_HOLD}s with heartbeat ${HEARTBEAT}s."
     echo "Server pinned to core $SERVER_CPU, load client to core $CLIENT_CPU. Ratios are ssecast/peer."
     echo
+    if [[ -s $BASE/redis-notes.txt ]]; then
+        echo "Redis (a private redis-server per run, pinned to core $REDIS_CPU; its CPU is not in the server figures):"
+        echo
+        sed 's/^/- /' "$BASE/redis-notes.txt"
+        echo
+    fi
     "$HARNESS" table "${COLS[@]}"
 } >"$BASE.md"
 cat "$BASE.md"

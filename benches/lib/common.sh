@@ -13,7 +13,16 @@ SERVER_PIDS=""
 SERVER_TMP=""
 PUB_PORT=""   # set when publishes go to another port than subscribes (Pushpin)
 ORIGIN_PID=""
+EXTRA_PIDS=""  # more hub processes of the same run (--reuse-port), stopped with it
 NEXT_PORT=${BASE_PORT:-5600}
+# A private redis-server per run (start_redis), pinned to $REDIS_CPU: it has
+# to share a core with the hub (0) or with the load client (1) on a 2-core
+# machine; every result that used it says which (the run's "redis" object).
+REDIS_CPU=${REDIS_CPU:-1}
+REDIS_PID=""
+REDIS_PORT=""
+REDIS_TMP=""
+REDIS_DESC=""
 
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -69,11 +78,12 @@ start_axum() {
     wait_port "$PORT" "$SERVER_PID" || die "axum-sse did not listen on $PORT"
 }
 
-start_nchan() { # HEARTBEAT_SECONDS
+start_nchan() { # HEARTBEAT_SECONDS [TEMPLATE]
     next_port
     SERVER_TMP=$(mktemp -d /tmp/ssecast-nchan.XXXXXX)
     sed -e "s#@PREFIX@#$SERVER_TMP#g" -e "s#@PORT@#$PORT#g" -e "s#@HEARTBEAT@#$1#g" \
-        "$ROOT/benches/peers/nchan/nginx.conf.template" >"$SERVER_TMP/nginx.conf"
+        -e "s#@REDIS@#redis://127.0.0.1:${REDIS_PORT:-6379}#g" \
+        "$ROOT/benches/peers/nchan/${2:-nginx.conf.template}" >"$SERVER_TMP/nginx.conf"
     taskset -c "$SERVER_CPU" nginx -p "$SERVER_TMP" -c "$SERVER_TMP/nginx.conf" -e "$SERVER_TMP/error.log" &
     SERVER_PID=$!
     wait_port "$PORT" "$SERVER_PID" || die "nginx did not listen on $PORT (see $SERVER_TMP/error.log)"
@@ -111,13 +121,90 @@ start_pushpin() { # HEARTBEAT_SECONDS
     SERVER_PIDS="$SERVER_PID${services:+,$services}"
 }
 
+# start_redis [redis-server flags...]: a private redis-server in a fresh
+# temporary directory on a free loopback port (the next one that it binds),
+# pinned to $REDIS_CPU, with no snapshots and no AOF unless the flags say
+# otherwise (later flags win). Sets REDIS_PID, REDIS_PORT, REDIS_DESC.
+start_redis() {
+    local try
+    command -v redis-server >/dev/null || die "redis-server is not installed (apt-get install redis-server)"
+    for try in 1 2 3 4 5; do
+        next_port
+        REDIS_PORT=$((PORT + 2000))
+        REDIS_TMP=$(mktemp -d /tmp/ssecast-bench-redis.XXXXXX)
+        taskset -c "$REDIS_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$REDIS_TMP" \
+            --save "" --appendonly no --daemonize no --protected-mode no \
+            --maxmemory-policy noeviction --logfile "$REDIS_TMP/redis.log" "$@" &
+        REDIS_PID=$!
+        if wait_port "$REDIS_PORT" "$REDIS_PID"; then
+            local aof fsync
+            aof=$(redis-cli -p "$REDIS_PORT" config get appendonly | tail -n 1)
+            fsync=$(redis-cli -p "$REDIS_PORT" config get appendfsync | tail -n 1)
+            REDIS_DESC="{\"core\":$REDIS_CPU,\"appendonly\":\"$aof\",\"appendfsync\":\"$fsync\",\"version\":\"$(redis-server --version | sed 's/.* v=\([^ ]*\).*/\1/')\",\"port\":$REDIS_PORT}"
+            log "redis-server $REDIS_PID on 127.0.0.1:$REDIS_PORT, core $REDIS_CPU, appendonly $aof, appendfsync $fsync"
+            return 0
+        fi
+        stop_redis
+    done
+    die "redis-server did not start (see $OUT/server-redis.log)"
+}
+
+stop_redis() {
+    [[ -n $REDIS_PID ]] || return 0
+    kill -TERM "$REDIS_PID" 2>/dev/null || true
+    local i
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$REDIS_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    kill -KILL "$REDIS_PID" 2>/dev/null || true
+    wait "$REDIS_PID" 2>/dev/null || true
+    [[ -n $REDIS_TMP ]] && { cat "$REDIS_TMP/redis.log" >>"$OUT/server-redis.log" 2>/dev/null || true; rm -rf "$REDIS_TMP"; }
+    REDIS_PID="" REDIS_PORT="" REDIS_TMP="" REDIS_DESC=""
+}
+
+# utime + stime of a process in clock ticks (/proc/PID/stat fields 14, 15).
+proc_ticks() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+    stat=${stat##*) }
+    # shellcheck disable=SC2086
+    set -- $stat
+    echo $((${12} + ${13}))
+}
+
+# wait_redis_up PORT: until the hub's /health says "redis":"up" (it starts
+# degraded and connects in the background), at most 10 s.
+wait_redis_up() {
+    local i
+    for ((i = 0; i < 200; i++)); do
+        curl -s -m 1 "http://127.0.0.1:$1/health" | grep -q '"redis" *: *"up"' && return 0
+        sleep 0.05
+    done
+    die "the hub on $1 did not report redis up: $(curl -s -m 1 "http://127.0.0.1:$1/health")"
+}
+
 stop_server() {
+    local p
+    for p in $EXTRA_PIDS; do
+        kill -TERM "$p" 2>/dev/null || true
+    done
+    for p in $EXTRA_PIDS; do
+        local i
+        for ((i = 0; i < 150; i++)); do
+            kill -0 "$p" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    EXTRA_PIDS=""
     if [[ -n $ORIGIN_PID ]]; then
         kill -TERM "$ORIGIN_PID" 2>/dev/null || true
         wait "$ORIGIN_PID" 2>/dev/null || true
         ORIGIN_PID=""
     fi
-    [[ -n $SERVER_PID ]] || return 0
+    [[ -n $SERVER_PID ]] || { stop_redis; return 0; }
     kill -TERM "$SERVER_PID" 2>/dev/null || true
     local i
     for ((i = 0; i < 150; i++)); do
@@ -135,6 +222,7 @@ stop_server() {
         rm -rf "$SERVER_TMP"
     fi
     SERVER_PID="" SERVER_PIDS="" SERVER_TMP="" PUB_PORT=""
+    stop_redis
     sleep 1
 }
 

@@ -16,6 +16,9 @@ USAGE:
 
 Target (run, idle):
   --server HOST:PORT        server address (default 127.0.0.1:5001)
+  --sub-servers A:P,B:Q,..  subscribers go to these addresses round-robin
+                            (several processes on their own ports); default
+                            --server, where publishes still go
   --pub-server HOST:PORT    where publishes go when that is another
                             address (Pushpin's publish API); default --server
   --preset NAME             ssecast | nchan | axum | pushpin: fills the paths,
@@ -30,6 +33,12 @@ Target (run, idle):
   --batch-open S / --batch-sep S / --batch-close S
                             how --batch K bodies are joined (default [ , ])
   --server-pid PID[,PID]    server process(es) to read memory and CPU from
+  --aux-pid PID[,PID]       other processes (Redis) whose CPU over the publish
+                            phase is reported apart (delivery.aux_cpu_*)
+  --by-server-pid           also report subscribers, deliveries and latency
+                            per server process (which one holds the other end
+                            of each socket, from /proc): several processes
+                            sharing one port with SO_REUSEPORT
 
 Load:
   --subscribers N           subscribers to open (default 1)
@@ -46,6 +55,11 @@ Load:
   --publishers P            keep-alive publisher connections (default 1)
   --batch K                 events per publish request (default 1)
   --drain-timeout S         wait for stragglers after the last ack (3)
+  --ramp                    start the workers one at a time, each after the
+                            previous one connected, reading the machine's
+                            memory (MemAvailable, slab, TCP) after each step
+  --min-available-mib M     --ramp: start no further worker once MemAvailable
+                            is under M MiB (default 0 = no floor)
   --duration S              hard cap on the whole run (default 120)
   --label TEXT              copied into the JSON
 
@@ -80,6 +94,8 @@ pub enum Mode {
 pub struct Config {
     pub mode: Mode,
     pub server: SocketAddrV4,
+    /// Where subscribers connect, round-robin (default: `server` alone).
+    pub sub_servers: Vec<SocketAddrV4>,
     pub host_header: String,
     pub pub_server: SocketAddrV4,
     pub pub_host_header: String,
@@ -94,6 +110,10 @@ pub struct Config {
     pub batch_sep: String,
     pub batch_close: String,
     pub server_pids: Vec<u32>,
+    pub aux_pids: Vec<u32>,
+    pub by_server_pid: bool,
+    pub ramp: bool,
+    pub min_available_mib: u64,
     pub subscribers: usize,
     pub per_worker: usize,
     pub sources: usize,
@@ -201,6 +221,7 @@ impl Config {
     pub fn parse(mode: Mode, args: &[String]) -> Result<Config, String> {
         let mut server = "127.0.0.1:5001".to_string();
         let mut pub_server = None;
+        let mut sub_servers = Vec::new();
         let mut preset_name = "ssecast".to_string();
         let mut channel = "bench".to_string();
         let mut sub_path = None;
@@ -212,6 +233,7 @@ impl Config {
         let mut cfg = Config {
             mode,
             server: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5001),
+            sub_servers: vec![],
             host_header: String::new(),
             pub_server: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5001),
             pub_host_header: String::new(),
@@ -226,6 +248,10 @@ impl Config {
             batch_sep: ",".into(),
             batch_close: "]".into(),
             server_pids: vec![],
+            aux_pids: vec![],
+            by_server_pid: false,
+            ramp: false,
+            min_available_mib: 0,
             subscribers: 1,
             per_worker: 18_000,
             sources: 8,
@@ -265,6 +291,11 @@ impl Config {
             match flag.as_str() {
                 "--server" => server = val()?,
                 "--pub-server" => pub_server = Some(val()?),
+                "--sub-servers" => {
+                    for a in val()?.split(',').filter(|s| !s.is_empty()) {
+                        sub_servers.push(resolve(a)?);
+                    }
+                }
                 "--preset" => preset_name = val()?,
                 "--channel" => channel = val()?,
                 "--sub-path" => sub_path = Some(val()?),
@@ -281,6 +312,14 @@ impl Config {
                         cfg.server_pids.push(num(p, flag)?);
                     }
                 }
+                "--aux-pid" => {
+                    for p in val()?.split(',').filter(|s| !s.is_empty()) {
+                        cfg.aux_pids.push(num(p, flag)?);
+                    }
+                }
+                "--by-server-pid" => cfg.by_server_pid = true,
+                "--ramp" => cfg.ramp = true,
+                "--min-available-mib" => cfg.min_available_mib = num(&val()?, flag)?,
                 "--subscribers" => cfg.subscribers = num(&val()?, flag)?,
                 "--per-worker" => cfg.per_worker = num(&val()?, flag)?,
                 "--sources" => cfg.sources = num(&val()?, flag)?,
@@ -310,6 +349,11 @@ impl Config {
             }
         }
         cfg.server = resolve(&server)?;
+        cfg.sub_servers = if sub_servers.is_empty() {
+            vec![cfg.server]
+        } else {
+            sub_servers
+        };
         let pub_server = pub_server.unwrap_or_else(|| server.clone());
         cfg.pub_server = resolve(&pub_server)?;
         cfg.pub_host_header = pub_server;
@@ -371,6 +415,11 @@ impl Config {
         }
         let k = (i % self.sources) as u8;
         Some(Ipv4Addr::new(127, 0, 0, 2 + k))
+    }
+
+    /// Where the `i`-th subscriber connects (round-robin over `--sub-servers`).
+    pub fn sub_server_for(&self, i: usize) -> SocketAddrV4 {
+        self.sub_servers[i % self.sub_servers.len()]
     }
 
     /// The subscribe request, identical for every subscriber.
@@ -468,6 +517,16 @@ mod tests {
         assert!(std::str::from_utf8(&c.subscribe_request())
             .expect("utf-8")
             .starts_with("GET /events HTTP/1.1\r\nHost: 127.0.0.1:7999\r\n"));
+    }
+
+    #[test]
+    fn subscribers_spread_over_sub_servers_round_robin() {
+        let c = cfg(&["--server", "127.0.0.1:5009"]);
+        assert_eq!(c.sub_server_for(7), c.server);
+        let c = cfg(&["--sub-servers", "127.0.0.1:6001,127.0.0.1:6002"]);
+        assert_eq!(c.sub_server_for(0).port(), 6001);
+        assert_eq!(c.sub_server_for(3).port(), 6002);
+        assert_eq!(c.server.port(), 5001);
     }
 
     #[test]

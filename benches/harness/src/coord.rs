@@ -16,6 +16,7 @@ use crate::args::Config;
 use crate::hist::Hist;
 use crate::procstat::{cores_busy, cpu_jiffies, now_ns, procs_cpu_ns, procs_mem, self_cpu_ns, Mem};
 use crate::publish::{Inflight, Outcome, Publisher};
+use crate::ramp;
 use crate::report::{self, Phases};
 
 const PUB_BASE: usize = 1 << 20;
@@ -85,49 +86,140 @@ impl<'a> Coord<'a> {
     }
 
     fn spawn_workers(&mut self, raw_args: &[String]) -> Result<(), String> {
-        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
         let mut first = 0;
-        for (i, count) in worker_counts(self.cfg.subscribers, self.cfg.per_worker)
-            .into_iter()
-            .enumerate()
-        {
-            let mut child = Command::new(&exe)
-                .arg("__worker")
-                .arg(first.to_string())
-                .arg(count.to_string())
-                .args(raw_args)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .map_err(|e| format!("spawn worker: {e}"))?;
-            let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-                return Err("worker pipes missing".into());
-            };
-            let fd = stdout.as_raw_fd();
-            // SAFETY: fcntl on a pipe we own.
-            unsafe {
-                let fl = libc::fcntl(fd, libc::F_GETFL);
-                libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
-            }
-            self.poll
-                .registry()
-                .register(&mut SourceFd(&fd), Token(i), Interest::READABLE)
-                .map_err(|e| format!("register worker: {e}"))?;
-            self.workers.push(WorkerProc {
-                child,
-                stdin,
-                stdout,
-                buf: Vec::new(),
-                connected: None,
-                stat: None,
-                stat_gen: 0,
-                fin: None,
-                eof: false,
-            });
+        for count in worker_counts(self.cfg.subscribers, self.cfg.per_worker) {
+            self.spawn_worker(raw_args, first, count)?;
             first += count;
         }
         Ok(())
+    }
+
+    /// Starts one worker for subscribers `first..first+count`.
+    fn spawn_worker(
+        &mut self,
+        raw_args: &[String],
+        first: usize,
+        count: usize,
+    ) -> Result<(), String> {
+        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+        let i = self.workers.len();
+        let mut child = Command::new(&exe)
+            .arg("__worker")
+            .arg(first.to_string())
+            .arg(count.to_string())
+            .args(raw_args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("spawn worker: {e}"))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err("worker pipes missing".into());
+        };
+        let fd = stdout.as_raw_fd();
+        // SAFETY: fcntl on a pipe we own.
+        unsafe {
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+        }
+        self.poll
+            .registry()
+            .register(&mut SourceFd(&fd), Token(i), Interest::READABLE)
+            .map_err(|e| format!("register worker: {e}"))?;
+        self.workers.push(WorkerProc {
+            child,
+            stdin,
+            stdout,
+            buf: Vec::new(),
+            connected: None,
+            stat: None,
+            stat_gen: 0,
+            fin: None,
+            eof: false,
+        });
+        Ok(())
+    }
+
+    /// `--ramp`: one worker at a time, each after the previous one's connect
+    /// phase, with a reading of the machine after each (`ramp::Sample`).
+    /// Stops early when MemAvailable falls under `--min-available-mib`, when
+    /// a step had failed subscribers, or at the run's cap. Returns the
+    /// subscribers asked for (those of the workers started) and the readings.
+    fn ramp(&mut self, raw_args: &[String]) -> Result<(usize, Value), String> {
+        let pids = self.cfg.server_pids.clone();
+        let mut samples = vec![ramp::sample(0, &pids, &[])];
+        let mut stopped_by = "target reached".to_string();
+        let mut first = 0;
+        let floor_kb = self.cfg.min_available_mib * 1024;
+        let counts = worker_counts(self.cfg.subscribers, self.cfg.per_worker);
+        // Keep time for what follows the ramp (settle, hold, the publishes
+        // at --rate, the drain), so a ramp that slows down still ends in a
+        // measured hold and publish rather than in the run's cap.
+        let cfg = self.cfg;
+        let publishing = if cfg.rate > 0.0 {
+            cfg.events as f64 / cfg.rate
+        } else {
+            0.0
+        };
+        let reserve = cfg.settle.as_secs_f64()
+            + cfg.hold.as_secs_f64()
+            + publishing
+            + cfg.drain_timeout.as_secs_f64()
+            + 30.0;
+        let ramp_end = self.deadline.saturating_sub((reserve * 1e9) as u64);
+        for (step, count) in counts.iter().enumerate() {
+            if now_ns() >= ramp_end {
+                stopped_by = format!(
+                    "the ramp's time ran out before step {} (it keeps {reserve:.0}s of --duration for the hold and the publishes)",
+                    step + 1
+                );
+                break;
+            }
+            let avail = ramp::mem_available_kb();
+            if floor_kb > 0 && avail.is_some_and(|a| a < floor_kb) {
+                stopped_by = format!(
+                    "MemAvailable {} MiB under --min-available-mib {}",
+                    avail.unwrap_or(0) / 1024,
+                    self.cfg.min_available_mib
+                );
+                break;
+            }
+            let t0 = now_ns();
+            self.spawn_worker(raw_args, first, *count)?;
+            self.wait_connected_until(ramp_end);
+            if self.workers.last().is_some_and(|w| w.connected.is_none()) {
+                // Still connecting when the ramp's time ran out: end it (its
+                // subscribers close) and measure the ones before it.
+                if let Some(mut w) = self.workers.pop() {
+                    let _ = w.child.kill();
+                    let _ = w.child.wait();
+                }
+                stopped_by = format!(
+                    "step {} had not connected its {count} subscribers after {:.0}s when the ramp's time ran out (it keeps {reserve:.0}s of --duration for the hold and the publishes); that worker was ended",
+                    step + 1,
+                    (now_ns() - t0) as f64 / 1e9
+                );
+                break;
+            }
+            first += count;
+            let ok: u64 = self
+                .workers
+                .iter()
+                .filter_map(|w| w.connected.as_ref()?.get("ok")?.as_u64())
+                .sum();
+            let kids: Vec<u32> = self.workers.iter().map(|w| w.child.id()).collect();
+            let s = ramp::sample(ok, &pids, &kids);
+            eprintln!("sse-load ramp: step {} {}", step + 1, ramp::line(&s));
+            samples.push(s);
+            let last = self.workers.last().and_then(|w| w.connected.as_ref());
+            let step_ok = last.and_then(|c| c.get("ok")?.as_u64()).unwrap_or(0);
+            if step_ok < *count as u64 {
+                let why = last.map(|c| c["failed"].clone()).unwrap_or(Value::Null);
+                stopped_by = format!("step {} connected {step_ok} of {count}: {why}", step + 1);
+                break;
+            }
+        }
+        Ok((first, json!({"stopped_by": stopped_by, "samples": samples})))
     }
 
     /// One poll turn: worker messages and publisher traffic.
@@ -184,8 +276,13 @@ impl<'a> Coord<'a> {
 
     /// Waits until every worker reported its connect phase (or died).
     fn wait_connected(&mut self) {
+        self.wait_connected_until(self.deadline);
+    }
+
+    /// `wait_connected` with its own time limit.
+    fn wait_connected_until(&mut self, limit: u64) {
         let mut sink = Vec::new();
-        while now_ns() < self.deadline
+        while now_ns() < limit
             && self
                 .workers
                 .iter()
@@ -438,6 +535,11 @@ fn probe(cfg: &Config) -> Result<(), String> {
     if cfg.pub_server != cfg.server && cfg.events > 0 {
         addrs.push(cfg.pub_server);
     }
+    for a in &cfg.sub_servers {
+        if !addrs.contains(a) {
+            addrs.push(*a);
+        }
+    }
     for a in addrs {
         StdTcpStream::connect_timeout(&a.into(), Duration::from_secs(3))
             .map_err(|e| format!("server {a} unreachable: {e}"))?;
@@ -463,10 +565,20 @@ pub fn run(cfg: &Config, raw_args: &[String]) -> i32 {
     let cpu0 = procs_cpu_ns(pids);
     let client0 = self_cpu_ns();
     let j0 = cpu_jiffies();
-    if let Err(e) = c.spawn_workers(raw_args) {
-        return report::setup_failure(cfg, &e);
+    if cfg.ramp {
+        match c.ramp(raw_args) {
+            Ok((asked, r)) => {
+                ph.requested = Some(asked);
+                ph.ramp = Some(r);
+            }
+            Err(e) => return report::setup_failure(cfg, &e),
+        }
+    } else {
+        if let Err(e) = c.spawn_workers(raw_args) {
+            return report::setup_failure(cfg, &e);
+        }
+        c.wait_connected();
     }
-    c.wait_connected();
     let conn_end = now_ns();
     ph.cores_connect = cores_busy(&j0, &cpu_jiffies());
     ph.server_cpu_connect = cpu0.zip(procs_cpu_ns(pids)).map(|(a, b)| b - a);
@@ -514,6 +626,7 @@ pub fn run(cfg: &Config, raw_args: &[String]) -> i32 {
         } else {
             let s0 = c.query_stats();
             let cpu0 = procs_cpu_ns(pids);
+            let aux0 = procs_cpu_ns(&cfg.aux_pids);
             let cl0 = c.client_cpu(&s0);
             let j0 = cpu_jiffies();
             let w0 = now_ns();
@@ -523,6 +636,7 @@ pub fn run(cfg: &Config, raw_args: &[String]) -> i32 {
             let cpu1 = procs_cpu_ns(pids);
             ph.publish_wall_ns = now_ns().saturating_sub(w0);
             ph.server_cpu_publish = cpu0.zip(cpu1).map(|(a, b)| b - a);
+            ph.aux_cpu_publish = aux0.zip(procs_cpu_ns(&cfg.aux_pids)).map(|(a, b)| b - a);
             ph.client_cpu_publish = c.client_cpu(&s1).saturating_sub(cl0);
             ph.stats_before_publish = s0;
             ph.mem_after_publish = procs_mem(pids);

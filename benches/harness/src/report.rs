@@ -33,6 +33,8 @@ pub struct Phases {
     pub client_cpu_connect: u64,
     pub hold: Option<Hold>,
     pub server_cpu_publish: Option<u64>,
+    /// `--aux-pid` (Redis, say): their CPU over the same window.
+    pub aux_cpu_publish: Option<u64>,
     pub client_cpu_publish: u64,
     /// Wall time over which the two CPU figures above were taken: from the
     /// first publish to the end of the drain.
@@ -44,6 +46,9 @@ pub struct Phases {
     pub client_cpu_total: u64,
     pub wall_ns: u64,
     pub setup_error: Option<String>,
+    /// `--ramp`: subscribers of the workers started, and the readings.
+    pub requested: Option<usize>,
+    pub ramp: Option<Value>,
 }
 
 fn sum(vals: &[Value], key: &str) -> u64 {
@@ -77,6 +82,51 @@ fn merge_maps(vals: &[Value], key: &str) -> BTreeMap<String, u64> {
     m
 }
 
+/// `--by-server-pid`: the workers' per-process groups merged by index.
+/// Each entry: subscribers, and when `first_send` is given, what they got.
+fn groups(vals: &[Value], first_send: Option<u64>, acked: u64) -> Value {
+    let mut merged: Vec<(Value, u64, u64, u64, u64, u64, Hist)> = Vec::new();
+    for v in vals {
+        let Some(Value::Array(gs)) = v.get("groups") else {
+            continue;
+        };
+        for (i, g) in gs.iter().enumerate() {
+            if merged.len() <= i {
+                merged.push((g["pid"].clone(), 0, 0, 0, 0, 0, Hist::new()));
+            }
+            let m = &mut merged[i];
+            let n = |k: &str| g.get(k).and_then(Value::as_u64).unwrap_or(0);
+            m.1 += n("subs");
+            m.2 += n("deliveries");
+            m.3 += n("unique");
+            m.4 += n("lost");
+            m.5 = m.5.max(n("last_rx_ns"));
+            if let Some(h) = g.get("hist") {
+                m.6.merge_sparse(h);
+            }
+        }
+    }
+    let v: Vec<Value> = merged
+        .into_iter()
+        .map(
+            |(pid, subs, deliveries, unique, lost, last_rx, hist)| match first_send {
+                None => json!({"pid": pid, "subscribers": subs}),
+                Some(t0) => json!({
+                    "pid": pid,
+                    "subscribers": subs,
+                    "expected": acked * subs,
+                    "deliveries": deliveries,
+                    "unique": unique,
+                    "lost": lost,
+                    "deliveries_per_s": rate(deliveries, last_rx.saturating_sub(t0)),
+                    "latency_ns": hist.summary(),
+                }),
+            },
+        )
+        .collect();
+    Value::Array(v)
+}
+
 fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
@@ -104,6 +154,7 @@ fn config_json(cfg: &Config) -> Value {
     json!({
         "preset": cfg.preset,
         "sub_path": cfg.sub_path,
+        "sub_servers": cfg.sub_servers.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "pub_path": cfg.pub_path,
         "subscribers": cfg.subscribers,
         "per_worker": cfg.per_worker,
@@ -116,6 +167,8 @@ fn config_json(cfg: &Config) -> Value {
         "hold_s": cfg.hold.as_secs_f64(),
         "duration_cap_s": cfg.duration.as_secs_f64(),
         "server_pids": cfg.server_pids,
+        "aux_pids": cfg.aux_pids,
+        "by_server_pid": cfg.by_server_pid,
     })
 }
 
@@ -160,11 +213,12 @@ pub fn emit(cfg: &Config, ph: &Phases, publish: Option<&PublishResult>) -> i32 {
             chist.merge_sparse(h);
         }
     }
-    let unreported = cfg.subscribers as u64 - (ok + failed_total).min(cfg.subscribers as u64);
+    let requested = ph.requested.unwrap_or(cfg.subscribers) as u64;
+    let unreported = requested - (ok + failed_total).min(requested);
     out.insert(
         "connect".into(),
         json!({
-            "requested": cfg.subscribers,
+            "requested": requested,
             "ok": ok,
             "failed": failed_total + unreported,
             "failed_by_reason": failed,
@@ -180,13 +234,23 @@ pub fn emit(cfg: &Config, ph: &Phases, publish: Option<&PublishResult>) -> i32 {
         }),
     );
     line.push(format!(
-        "{ok}/{} subscribers in {:.2}s ({}/s)",
-        cfg.subscribers,
+        "{ok}/{requested} subscribers in {:.2}s ({}/s)",
         secs(span),
         rate(ok, span)
     ));
     if failed_total + unreported > 0 {
         line.push(format!("failed {failed:?}"));
+    }
+    if cfg.by_server_pid {
+        let g = groups(&ph.connected, None, 0);
+        let counts: Vec<String> = g
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| format!("{}: {}", x["pid"], x["subscribers"]))
+            .collect();
+        line.push(format!("per server process {}", counts.join(", ")));
+        out["connect"]["by_server_pid"] = g;
     }
 
     // Memory.
@@ -307,6 +371,13 @@ pub fn emit(cfg: &Config, ph: &Phases, publish: Option<&PublishResult>) -> i32 {
                 "disconnects": merge_maps(&ph.finals, "disconnects"),
                 "server_cpu_s": ph.server_cpu_publish.map(secs),
                 "server_cpu_pct": pct(ph.server_cpu_publish, ph.publish_wall_ns),
+                "aux_pids": cfg.aux_pids,
+                "aux_cpu_s": ph.aux_cpu_publish.map(secs),
+                "aux_cpu_pct": pct(ph.aux_cpu_publish, ph.publish_wall_ns),
+                "aux_cpu_ns_per_event": match ph.aux_cpu_publish {
+                    Some(c) if p.acked > 0 => json!(c / p.acked),
+                    _ => Value::Null,
+                },
                 "cpu_window_s": secs(ph.publish_wall_ns),
                 "client_cpu_s": secs(ph.client_cpu_publish),
                 "client_cpu_pct": client_pct,
@@ -314,6 +385,22 @@ pub fn emit(cfg: &Config, ph: &Phases, publish: Option<&PublishResult>) -> i32 {
                 "cores_busy_pct": ph.cores_publish,
             }),
         );
+        if cfg.by_server_pid {
+            let g = groups(&ph.finals, Some(p.first_send), p.acked);
+            for x in g.as_array().into_iter().flatten() {
+                let l = |k: &str| x["latency_ns"].get(k).and_then(Value::as_u64).unwrap_or(0);
+                line.push(format!(
+                    "pid {}: {} deliveries ({}/s) p50 {} p99 {} lost {}",
+                    x["pid"],
+                    x["deliveries"],
+                    x["deliveries_per_s"],
+                    ms(l("p50")),
+                    ms(l("p99")),
+                    x["lost"]
+                ));
+            }
+            out["delivery"]["by_server_pid"] = g;
+        }
         line.push(format!(
             "{} events acked ({}/s) -> {deliveries} deliveries in {:.2}s ({}/s), latency p50 {} p99 {} p99.9 {} max {}, lost {lost} dup {dup} ooo {ooo}; cpu server {}% client {}%{}",
             p.acked,
@@ -346,7 +433,17 @@ pub fn emit(cfg: &Config, ph: &Phases, publish: Option<&PublishResult>) -> i32 {
             "wall_s": secs(ph.wall_ns),
         }),
     );
-    let failed_all = (cfg.subscribers as u64).saturating_sub(ok);
+    if let Some(r) = &ph.ramp {
+        let mut r = r.clone();
+        let per = crate::ramp::per_subscriber(r["samples"].as_array().map_or(&[], |v| v));
+        line.push(format!(
+            "ramp stopped by: {}; per subscriber {per}",
+            r["stopped_by"]
+        ));
+        r["per_subscriber"] = per;
+        out.insert("ramp".into(), r);
+    }
+    let failed_all = requested.saturating_sub(ok);
     if failed_all > cfg.max_failures as u64 || ph.workers_lost > 0 {
         exit = 3;
     }

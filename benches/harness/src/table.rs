@@ -54,6 +54,11 @@ const METRICS: &[(&str, &str, &str)] = &[
     ),
     ("fanout", "/delivery/server_cpu_pct", "fan-out server CPU %"),
     ("fanout", "/delivery/client_cpu_pct", "fan-out client CPU %"),
+    (
+        "fanout",
+        "/delivery/aux_cpu_pct",
+        "fan-out Redis CPU % (--aux-pid)",
+    ),
     ("fanout", "/delivery/lost", "fan-out lost deliveries"),
     (
         "fanout",
@@ -70,6 +75,11 @@ const METRICS: &[(&str, &str, &str)] = &[
         "latency run server CPU %",
     ),
     ("latency", "/delivery/lost", "latency run lost deliveries"),
+    (
+        "latency",
+        "/delivery/aux_cpu_pct",
+        "latency run Redis CPU % (--aux-pid)",
+    ),
     ("idle", "/hold/server_cpu_pct", "idle server CPU %"),
     (
         "idle",

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
+use std::net::{SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use crate::args::Config;
 use crate::hist::Hist;
 use crate::http::{parse_head, Framing};
 use crate::net::{connect_nb, err_name, would_block};
+use crate::owner::owners;
 use crate::procstat::{now_ns, self_cpu_ns};
 use crate::seqtrack::SeqTrack;
 use crate::sse::{json_u64, Item, Parser};
@@ -43,6 +45,20 @@ struct Sub {
     seq: SeqTrack,
     connected: bool,
     started: u64,
+    /// Index in `--server-pid` of the process holding the other end
+    /// (`--by-server-pid`), once known.
+    group: Option<usize>,
+}
+
+/// What the subscribers served by one server process received.
+#[derive(Default)]
+struct Group {
+    subs: u64,
+    deliveries: u64,
+    unique: u64,
+    hist: Hist,
+    first_rx: u64,
+    last_rx: u64,
 }
 
 /// Counters of what the streams carried.
@@ -57,10 +73,11 @@ struct Stats {
     retry_max_ms: u64,
     first_rx: u64,
     last_rx: u64,
+    groups: Vec<Group>,
 }
 
 impl Stats {
-    fn on_item(&mut self, item: Item<'_>, seq: &mut SeqTrack, now: u64) {
+    fn on_item(&mut self, item: Item<'_>, seq: &mut SeqTrack, group: Option<usize>, now: u64) {
         match item {
             Item::Event { data } => {
                 match (json_u64(data, b"\"seq\":"), json_u64(data, b"\"t\":")) {
@@ -69,11 +86,21 @@ impl Stats {
                         self.deliveries += 1;
                         let before = seq.unique;
                         seq.on(s, json_u64(data, b"\"a\":").unwrap_or(s));
-                        self.unique += seq.unique - before;
+                        let fresh = seq.unique - before;
+                        self.unique += fresh;
                         if self.first_rx == 0 {
                             self.first_rx = now;
                         }
                         self.last_rx = now;
+                        if let Some(g) = group.and_then(|g| self.groups.get_mut(g)) {
+                            g.hist.record(now.saturating_sub(t));
+                            g.deliveries += 1;
+                            g.unique += fresh;
+                            if g.first_rx == 0 {
+                                g.first_rx = now;
+                            }
+                            g.last_rx = now;
+                        }
                     }
                     _ => self.other_events += 1,
                 }
@@ -90,9 +117,16 @@ impl Stats {
 /// Feeds raw body bytes through the framing and SSE parser. True when the
 /// server ended the body.
 fn deliver(sub: &mut Sub, stats: &mut Stats, data: &[u8], now: u64) -> Result<bool, String> {
-    let Sub { body, sse, seq, .. } = sub;
+    let Sub {
+        body,
+        sse,
+        seq,
+        group,
+        ..
+    } = sub;
+    let group = *group;
     body.feed(data, &mut |chunk| {
-        sse.feed(chunk, &mut |item| stats.on_item(item, seq, now))
+        sse.feed(chunk, &mut |item| stats.on_item(item, seq, group, now))
     })
 }
 
@@ -140,7 +174,8 @@ impl Worker<'_> {
                 self.first_attempt = now;
             }
             let src = self.cfg.source_for(self.first_global + idx);
-            match connect_nb(self.cfg.server, src) {
+            let dst = self.cfg.sub_server_for(self.first_global + idx);
+            match connect_nb(dst, src) {
                 Ok(mut s) => {
                     let reg = self.poll.registry().register(
                         &mut s,
@@ -325,6 +360,60 @@ impl Worker<'_> {
         }
     }
 
+    /// `--by-server-pid`: which server process serves each subscriber.
+    fn find_owners(&mut self) {
+        let pids = &self.cfg.server_pids;
+        self.stats.groups = pids.iter().map(|_| Group::default()).collect();
+        let ours: Vec<Option<SocketAddrV4>> = self
+            .subs
+            .iter()
+            .map(|s| match s.stream.as_ref().map(|t| t.local_addr()) {
+                Some(Ok(SocketAddr::V4(a))) => Some(a),
+                _ => None,
+            })
+            .collect();
+        let found = owners(&self.cfg.sub_servers, pids, &ours);
+        for (sub, g) in self.subs.iter_mut().zip(found) {
+            sub.group = g;
+            if let Some(g) = g {
+                self.stats.groups[g].subs += 1;
+            }
+        }
+    }
+
+    /// Per server process (index in `--server-pid`): subscribers and, with
+    /// `sent`, what they received (`lost` computed as in `final_json`).
+    fn groups_json(&self, sent: Option<(u64, &[u64])>) -> Value {
+        let v: Vec<Value> = self
+            .stats
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let mut o = json!({
+                    "pid": self.cfg.server_pids.get(i),
+                    "subs": g.subs,
+                    "deliveries": g.deliveries,
+                    "unique": g.unique,
+                    "first_rx_ns": g.first_rx,
+                    "last_rx_ns": g.last_rx,
+                    "hist": g.hist.to_sparse(),
+                });
+                if let Some((sent, failed)) = sent {
+                    let lost: u64 = self
+                        .subs
+                        .iter()
+                        .filter(|s| s.connected && s.group == Some(i))
+                        .map(|s| s.seq.lost(sent, failed))
+                        .sum();
+                    o["lost"] = json!(lost);
+                }
+                o
+            })
+            .collect();
+        Value::Array(v)
+    }
+
     fn stat_json(&self, kind: &str) -> Value {
         json!({
             "type": kind,
@@ -367,6 +456,7 @@ impl Worker<'_> {
             m.insert("subs_with_ooo".into(), json!(subs_ooo));
             m.insert("reordered_concurrent".into(), json!(reord));
             m.insert("hist".into(), self.stats.hist.to_sparse());
+            m.insert("groups".into(), self.groups_json(Some((sent, failed))));
         }
         v
     }
@@ -441,6 +531,7 @@ pub fn run(cfg: &Config, first_global: usize, count: usize) -> Result<(), String
             seq: SeqTrack::default(),
             connected: false,
             started: 0,
+            group: None,
         })
         .collect();
     let mut w = Worker {
@@ -470,6 +561,9 @@ pub fn run(cfg: &Config, first_global: usize, count: usize) -> Result<(), String
         w.open_more();
         if !w.connect_reported && w.resolved == w.subs.len() {
             w.connect_reported = true;
+            if cfg.by_server_pid {
+                w.find_owners();
+            }
             emit(&json!({
                 "type": "connected",
                 "ok": w.ok,
@@ -478,6 +572,7 @@ pub fn run(cfg: &Config, first_global: usize, count: usize) -> Result<(), String
                 "last_ns": w.last_header,
                 "hist": w.connect_hist.to_sparse(),
                 "cpu_ns": self_cpu_ns(),
+                "groups": w.groups_json(None),
             }));
         }
         match w.poll.poll(&mut events, Some(Duration::from_millis(50))) {

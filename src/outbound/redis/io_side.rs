@@ -124,6 +124,7 @@ impl Link {
             }
         }
         self.arm_follow(now);
+        self.send_publishes(now);
         self.fetch_dirty(now);
         self.flush(registry, now);
     }
@@ -136,6 +137,7 @@ impl Link {
             self.read_follow(registry, now);
         }
         self.arm_follow(now);
+        self.send_publishes(now);
         self.fetch_dirty(now);
         self.flush(registry, now);
     }
@@ -183,13 +185,28 @@ impl Link {
         }
         let r = self.random();
         let waiting = self.cmd.close(registry, now, r);
+        // Gathered but not sent: nothing of them was published.
+        for call in std::mem::take(&mut self.batch).calls {
+            self.done.push(Done::Published {
+                call,
+                result: Err(Failure::Unavailable(why.to_string())),
+            });
+        }
         let mut requeue = Vec::new();
         for w in waiting {
             match w {
                 // Sent: it may have run, or may still run.
-                Cmd::Publish { call, .. } => self.unknown(call, why, timed_out),
-                Cmd::Wait { call } if self.replicating.remove(&call).is_some() => {
-                    self.unknown(call, why, timed_out)
+                Cmd::Publish { calls, .. } => {
+                    for call in calls {
+                        self.unknown(call, why, timed_out);
+                    }
+                }
+                Cmd::Wait { calls } => {
+                    for call in calls {
+                        if self.replicating.remove(&call).is_some() {
+                            self.unknown(call, why, timed_out);
+                        }
+                    }
                 }
                 c @ (Cmd::Replay { .. } | Cmd::Prime { .. } | Cmd::Control { .. }) => {
                     requeue.push(c)
@@ -328,41 +345,43 @@ impl Link {
                     }
                 }
             }
-            Cmd::Publish { call, args } => {
+            Cmd::Publish { calls, args } => {
                 if code.as_deref() == Some("NOSCRIPT") {
-                    return self.resend(Cmd::Publish { call, args }, now);
+                    return self.resend(Cmd::Publish { calls, args }, now);
                 }
-                let result = match &reply {
-                    Reply::Error(e) => Err(Failure::Refused(e.clone())),
-                    r => script::parse_publish(r).ok_or_else(|| format!("unexpected publish reply {r:?}"))
-                        .map_err(Failure::Refused),
-                };
-                match result {
-                    Ok(a @ Appended::Ids(_)) if self.wait_replicas > 0 => {
-                        self.replicating.insert(call, a);
-                    }
-                    result => {
-                        // A stored answer or a refusal: the WAIT after it
-                        // has nothing to add.
-                        if self.wait_replicas > 0 {
-                            self.replicating.remove(&call);
+                let results: Vec<Result<Appended, Failure>> = match &reply {
+                    Reply::Error(e) => calls.iter().map(|_| Err(Failure::Refused(e.clone()))).collect(),
+                    r => match script::parse_publishes(r) {
+                        Some(v) if v.len() == calls.len() => v.into_iter().map(Ok).collect(),
+                        _ => {
+                            let why = format!("unexpected publish reply {r:?}");
+                            calls.iter().map(|_| Err(Failure::Unknown(why.clone()))).collect()
                         }
-                        self.done.push(Done::Published { call, result });
+                    },
+                };
+                for (call, result) in calls.into_iter().zip(results) {
+                    match result {
+                        Ok(a @ Appended::Ids(_)) if self.wait_replicas > 0 => {
+                            self.replicating.insert(call, a);
+                        }
+                        result => self.done.push(Done::Published { call, result }),
                     }
                 }
             }
-            Cmd::Wait { call } => {
-                if let Some(a) = self.replicating.remove(&call) {
-                    let got = reply.as_int().unwrap_or(0);
-                    let result = if got >= self.wait_replicas as i64 {
-                        Ok(a)
-                    } else {
-                        Err(Failure::Refused(format!(
-                            "the event is on the primary but only {got} of {} replicas acknowledged it in time",
-                            self.wait_replicas
-                        )))
-                    };
-                    self.done.push(Done::Published { call, result });
+            Cmd::Wait { calls } => {
+                let got = reply.as_int().unwrap_or(0);
+                for call in calls {
+                    if let Some(a) = self.replicating.remove(&call) {
+                        let result = if got >= self.wait_replicas as i64 {
+                            Ok(a)
+                        } else {
+                            Err(Failure::Refused(format!(
+                                "the event is on the primary but only {got} of {} replicas acknowledged it in time",
+                                self.wait_replicas
+                            )))
+                        };
+                        self.done.push(Done::Published { call, result });
+                    }
                 }
             }
             Cmd::Replay { call, args } => {

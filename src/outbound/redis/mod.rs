@@ -44,6 +44,9 @@ pub fn is_redis(t: Token) -> bool {
 const BLOCK_MS: u64 = 5_000;
 /// Entries per stream per read, and per replay page.
 pub const PAGE: usize = 500;
+/// Publishes, and bytes of data, in one script call at most.
+const BATCH_CALLS: usize = 256;
+const BATCH_BYTES: usize = 1 << 20;
 /// Channels read by one fetch.
 const FETCH_KEYS: usize = 1000;
 /// Notifications per follow read; a full read means this process may be
@@ -100,12 +103,13 @@ enum Cmd {
     Hello,
     Policy,
     Load(usize),
+    /// One script call for the publishes of a turn.
     Publish {
-        call: u64,
+        calls: Vec<u64>,
         args: Vec<Vec<u8>>,
     },
     Wait {
-        call: u64,
+        calls: Vec<u64>,
     },
     Replay {
         call: u64,
@@ -173,6 +177,15 @@ pub struct LinkStats {
     pub publish_refused: u64,
 }
 
+/// Publishes gathered for one script call.
+#[derive(Default)]
+struct Batch {
+    calls: Vec<u64>,
+    keys: Vec<Vec<u8>>,
+    argv: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
 /// What the link needs from the rest of the configuration.
 pub struct Settings {
     pub history_events: usize,
@@ -214,6 +227,8 @@ pub struct Link {
     notify_last: Option<Vec<u8>>,
     /// Reads to send once the command connection is ready.
     queued: VecDeque<Cmd>,
+    /// Publishes of this turn, sent together (`send_publishes`).
+    batch: Batch,
     /// Publishes answered by the script, waiting for `WAIT`.
     replicating: HashMap<u64, Appended>,
     done: Vec<Done>,
@@ -257,6 +272,7 @@ impl Link {
             notify_last: None,
             queued: VecDeque::new(),
             replicating: HashMap::new(),
+            batch: Batch::default(),
             done: Vec::new(),
             buf: vec![0; 64 * 1024],
             rng: seed | 1,
@@ -321,21 +337,50 @@ impl Link {
                 .unwrap_or_else(|| "connecting".into());
             return Err(Failure::Unavailable(why));
         }
-        let sha = self.shas[0].clone().unwrap_or_default();
-        let mut args: Vec<Vec<u8>> = vec![b"EVALSHA".to_vec(), sha.into_bytes()];
-        args.push((2 + 2 * events.len()).to_string().into_bytes());
-        args.push(match (stored, events.first()) {
+        let b = &mut self.batch;
+        b.calls.push(call);
+        b.keys.push(match (stored, events.first()) {
             (Some((scope, _)), Some(first)) => {
                 self.keys.idempotency(first.channel, scope).into_bytes()
             }
             _ => Vec::new(),
         });
-        args.push(self.keys.notify().into_bytes());
         for e in events {
-            args.push(self.keys.stream(e.channel).into_bytes());
-            args.push(self.keys.meta(e.channel).into_bytes());
+            b.keys.push(self.keys.stream(e.channel).into_bytes());
+            b.keys.push(self.keys.meta(e.channel).into_bytes());
         }
-        let ttl_us = self.ttl_ms * 1000;
+        b.argv.push(events.len().to_string().into_bytes());
+        b.argv
+            .push(stored.map_or("", |(_, p)| p).as_bytes().to_vec());
+        for e in events {
+            b.argv.push(if e.event.is_some() {
+                b"1".to_vec()
+            } else {
+                b"0".to_vec()
+            });
+            b.argv.push(e.event.unwrap_or("").as_bytes().to_vec());
+            b.bytes += e.data.len();
+            b.argv.push(e.data.as_bytes().to_vec());
+            b.argv.push(e.channel.as_bytes().to_vec());
+        }
+        if b.calls.len() >= BATCH_CALLS || b.bytes >= BATCH_BYTES {
+            self.send_publishes(now);
+        }
+        Ok(())
+    }
+
+    /// Sends the publishes gathered this turn as one script call (or a few,
+    /// when they are many or large).
+    pub(super) fn send_publishes(&mut self, now: Instant) {
+        if self.batch.calls.is_empty() || !self.is_up() {
+            return;
+        }
+        let b = std::mem::take(&mut self.batch);
+        let sha = self.shas[0].clone().unwrap_or_default();
+        let mut args: Vec<Vec<u8>> = vec![b"EVALSHA".to_vec(), sha.into_bytes()];
+        args.push((1 + b.keys.len()).to_string().into_bytes());
+        args.push(self.keys.notify().into_bytes());
+        args.extend(b.keys);
         // A quiet channel keeps its stream for its history's age and its
         // last id far longer, so ids resume from it.
         let (stream_px, meta_px) = match self.ttl_ms {
@@ -343,40 +388,37 @@ impl Link {
             t => (t + 60_000, 2 * t + 86_400_000),
         };
         for v in [
-            events.len() as u64,
+            b.calls.len() as u64,
             self.history_events as u64,
-            ttl_us,
+            self.ttl_ms * 1000,
             stream_px,
             meta_px,
+            self.idempotency_ms.max(1),
         ] {
             args.push(v.to_string().into_bytes());
         }
-        let prefix = stored.map_or("", |(_, p)| p);
-        args.push(self.idempotency_ms.max(1).to_string().into_bytes());
-        args.push(prefix.as_bytes().to_vec());
-        for e in events {
-            args.push(if e.event.is_some() {
-                b"1".to_vec()
-            } else {
-                b"0".to_vec()
-            });
-            args.push(e.event.unwrap_or("").as_bytes().to_vec());
-            args.push(e.data.as_bytes().to_vec());
-            args.push(e.channel.as_bytes().to_vec());
-        }
         args.push(self.process.clone().into_bytes());
-        self.send_cmd(Cmd::Publish { call, args }, now);
+        args.extend(b.argv);
+        let calls = b.calls;
         if self.wait_replicas > 0 {
+            self.send_cmd(
+                Cmd::Publish {
+                    calls: calls.clone(),
+                    args,
+                },
+                now,
+            );
             let ms = self.timeout.as_millis().to_string();
             let n = self.wait_replicas.to_string();
             let deadline = now + self.timeout * 2;
             self.cmd.session.push(
-                Cmd::Wait { call },
+                Cmd::Wait { calls },
                 &[b"WAIT", n.as_bytes(), ms.as_bytes()],
                 deadline,
             );
+        } else {
+            self.send_cmd(Cmd::Publish { calls, args }, now);
         }
-        Ok(())
     }
 
     /// Reads the entries after `after` (a page) and the channel's tip.

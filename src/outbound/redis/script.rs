@@ -33,67 +33,90 @@ pub struct Entry {
     pub data: String,
 }
 
-/// The publish script. Validates before its first write (a script error
-/// does not roll back): every channel's previous id is the larger of its
-/// meta key and its stream's last entry, so XADD cannot refuse the id.
-/// Ids are `max(prev + 1, TIME in µs)`, formatted with `%d` (Lua would
-/// print a float). Returns `{id1, prev1, id2, prev2, ...}`, or
-/// `{"dup", stored}` when the idempotency key is already there.
+/// The publish script: several publishes (each one event or a batch) in
+/// one call, so what a turn brings costs Redis one script run, one meta
+/// update, one expiry refresh and one notification per channel. Each
+/// publish is all or none and they are applied in order. Validates before
+/// its first write (a script error does not roll back): a channel's
+/// previous id is its meta key, or without one its stream's last entry, so
+/// XADD cannot refuse the id. Ids are `max(prev + 1, TIME in µs)`,
+/// formatted with `%d` (Lua would print a float). Returns one item per
+/// publish: `{id1, prev1, id2, prev2, ...}`, or `{"dup", stored}` when its
+/// idempotency key is already there (set by an earlier call, or by an
+/// earlier publish of this one).
 ///
-/// KEYS: idempotency key (or ""), the notification stream, then stream
-/// and meta key per event.
-/// ARGV: n, maxlen, ttl_us (0: none), stream expiry ms (0: none), meta
-/// expiry ms (0: none), idempotency ttl ms, stored answer prefix, then per
-/// event: has-name ("1"/"0"), name, data, channel; last, the publishing
-/// process (in the notifications: it reads its own events from its replies).
+/// KEYS: the notification stream, then per publish: its idempotency key
+/// (or ""), then stream and meta key per event.
+/// ARGV: publishes, maxlen, ttl_us (0: none), stream expiry ms (0: none),
+/// meta expiry ms (0: none), idempotency ttl ms, the publishing process
+/// (in the notifications: it reads its own events from the replies); then
+/// per publish: events, stored answer prefix, then per event: has-name
+/// ("1"/"0"), name, data, channel.
 pub const PUBLISH: &str = r#"#!lua
-local n = tonumber(ARGV[1])
-if KEYS[1] ~= '' then
-  local v = redis.call('GET', KEYS[1])
-  if v then return {'dup', v} end
-end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local last = {}
-local streams = {}
-local names = {}
-for i = 1, n do
-  local s, m = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
-  if last[m] == nil then
-    local meta = redis.call('GET', m)
-    local p = tonumber(meta or '0') or 0
-    if not meta then
-      -- The meta key outlives the stream; without it, the stream's last
-      -- entry (if any) is the previous id.
-      local top = redis.call('XREVRANGE', s, '+', '-', 'COUNT', 1)
-      if top[1] then
-        local tid = tonumber(string.match(top[1][1], '^(%d+)')) or 0
-        if tid > p then p = tid end
+local maxlen, ttl = ARGV[2], tonumber(ARGV[3])
+local sx, mx, ix = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local last, streams, names, seen = {}, {}, {}, {}
+local k, a = 2, 8
+local plan = {}
+for j = 1, tonumber(ARGV[1]) do
+  local n = tonumber(ARGV[a])
+  local p = {ikey = KEYS[k], prefix = ARGV[a + 1], first = k + 1, arg = a + 2, n = n}
+  for i = 0, n - 1 do
+    local s, m = KEYS[k + 1 + 2 * i], KEYS[k + 2 + 2 * i]
+    if last[m] == nil then
+      local meta = redis.call('GET', m)
+      local prev = tonumber(meta or '0') or 0
+      if not meta then
+        local top = redis.call('XREVRANGE', s, '+', '-', 'COUNT', 1)
+        if top[1] then
+          local tid = tonumber(string.match(top[1][1], '^(%d+)')) or 0
+          if tid > prev then prev = tid end
+        end
       end
+      last[m] = prev
     end
-    last[m] = p
-    streams[#streams + 1] = s
-    names[#names + 1] = ARGV[8 + 4 * (i - 1) + 3]
   end
+  plan[j] = p
+  k = k + 1 + 2 * n
+  a = a + 2 + 4 * n
 end
-local out = {}
-for i = 1, n do
-  local s, m = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
-  local prev = last[m]
-  local id = prev + 1
-  if now > id then id = now end
-  local ids, ps = string.format('%d', id), string.format('%d', prev)
-  local b = 8 + 4 * (i - 1)
-  if ARGV[b] == '1' then
-    redis.call('XADD', s, 'MAXLEN', '~', ARGV[2], ids .. '-0', 'p', ps, 'e', ARGV[b + 1], 'd', ARGV[b + 2])
+local replies = {}
+for j, p in ipairs(plan) do
+  local stored = nil
+  if p.ikey ~= '' then stored = redis.call('GET', p.ikey) end
+  if stored then
+    replies[j] = {'dup', stored}
   else
-    redis.call('XADD', s, 'MAXLEN', '~', ARGV[2], ids .. '-0', 'p', ps, 'd', ARGV[b + 2])
+    local out = {}
+    for i = 0, p.n - 1 do
+      local s, m = KEYS[p.first + 2 * i], KEYS[p.first + 1 + 2 * i]
+      local b = p.arg + 4 * i
+      local prev = last[m]
+      local id = prev + 1
+      if now > id then id = now end
+      local ids, ps = string.format('%d', id), string.format('%d', prev)
+      if ARGV[b] == '1' then
+        redis.call('XADD', s, 'MAXLEN', '~', maxlen, ids .. '-0', 'p', ps, 'e', ARGV[b + 1], 'd', ARGV[b + 2])
+      else
+        redis.call('XADD', s, 'MAXLEN', '~', maxlen, ids .. '-0', 'p', ps, 'd', ARGV[b + 2])
+      end
+      last[m] = id
+      if not seen[s] then
+        seen[s] = true
+        streams[#streams + 1] = s
+        names[#names + 1] = ARGV[b + 3]
+      end
+      out[#out + 1] = ids
+      out[#out + 1] = ps
+    end
+    if p.ikey ~= '' then
+      redis.call('SET', p.ikey, p.prefix .. table.concat(out, ','), 'PX', ix)
+    end
+    replies[j] = out
   end
-  last[m] = id
-  out[#out + 1] = ids
-  out[#out + 1] = ps
 end
-local ttl, sx, mx = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 for m, id in pairs(last) do
   if mx > 0 then
     redis.call('SET', m, string.format('%d', id), 'PX', mx)
@@ -101,21 +124,16 @@ for m, id in pairs(last) do
     redis.call('SET', m, string.format('%d', id))
   end
 end
-for _, s in ipairs(streams) do
+for i, s in ipairs(streams) do
   -- Trimming by age is approximate anyway (and checked again on reading):
-  -- about one publish in 16 does it.
+  -- about one call in 16 does it.
   if ttl > 0 and now % 16 == 0 then
     redis.call('XTRIM', s, 'MINID', '~', string.format('%d', now - ttl) .. '-0')
   end
   if sx > 0 then redis.call('PEXPIRE', s, sx) end
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', '100000', '*', 'c', names[i], 'o', ARGV[7])
 end
-for _, c in ipairs(names) do
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', '100000', '*', 'c', c, 'o', ARGV[#ARGV])
-end
-if KEYS[1] ~= '' then
-  redis.call('SET', KEYS[1], ARGV[7] .. table.concat(out, ','), 'PX', ARGV[6])
-end
-return out
+return replies
 "#;
 
 /// The replay script: the channel's last id (its tip) and the entries
@@ -284,6 +302,12 @@ pub enum Appended {
     Ids(Vec<(u64, u64)>),
     /// The idempotency key was there: the stored answer.
     Stored(String),
+}
+
+/// The replies of a publish call, one per publish in it.
+pub fn parse_publishes(r: &Reply) -> Option<Vec<Appended>> {
+    let Reply::Array(items) = r else { return None };
+    items.iter().map(parse_publish).collect()
 }
 
 pub fn parse_publish(r: &Reply) -> Option<Appended> {

@@ -164,15 +164,18 @@ fn publish(link: &mut Link, call: u64, data: &str) {
 fn replies_are_matched_in_order_and_noscript_is_sent_again_in_order() {
     let mut rig = Rig::new(Duration::from_secs(5));
     let (mut cmd, _fol) = rig.connect();
-    publish(&mut rig.link, 1, "a");
-    publish(&mut rig.link, 2, "b");
-    rig.turn();
-    for data in ["a", "b"] {
+    // Two turns, two script calls.
+    for (call, data) in [(1, "a"), (2, "b")] {
+        publish(&mut rig.link, call, data);
+        rig.turn();
         let c = cmd.command();
-        assert_eq!((c[0].as_str(), c[1].as_str()), ("EVALSHA", "pub"));
-        // ... has-name, name, data, channel, then the process.
-        assert_eq!(c[c.len() - 3..c.len() - 1], [data, "news"]);
-        assert_eq!(c[c.len() - 1], rig.link.process());
+        assert_eq!(
+            (c[0].as_str(), c[1].as_str(), c[3].as_str()),
+            ("EVALSHA", "pub", "t:n")
+        );
+        // One publish, the process, then its one event: ..., data, channel.
+        assert_eq!((c[7].as_str(), c[13].as_str()), ("1", rig.link.process()));
+        assert_eq!(c[c.len() - 2..], [data, "news"]);
     }
     // The script cache was flushed: both are refused.
     cmd.reply("-NOSCRIPT No matching script\r\n-NOSCRIPT No matching script\r\n");
@@ -182,10 +185,18 @@ fn replies_are_matched_in_order_and_noscript_is_sent_again_in_order() {
     assert_eq!(cmd.command()[..2], ["SCRIPT", "LOAD"]);
     for data in ["a", "b"] {
         let c = cmd.command();
-        assert_eq!(c[c.len() - 3], data);
+        assert_eq!(c[c.len() - 2], data);
     }
     cmd.reply("$3\r\npub\r\n$3\r\nrep\r\n");
-    cmd.reply("*2\r\n$2\r\n11\r\n$2\r\n10\r\n*2\r\n$2\r\n12\r\n$2\r\n11\r\n");
+    cmd.reply("*1\r\n*2\r\n$2\r\n11\r\n$2\r\n10\r\n*1\r\n*2\r\n$2\r\n12\r\n$2\r\n11\r\n");
+    // Two publishes in one turn: one call, one reply item each.
+    publish(&mut rig.link, 3, "c");
+    publish(&mut rig.link, 4, "d");
+    rig.turn();
+    let c = cmd.command();
+    // Keys: the notifications, then (idempotency, stream, meta) twice.
+    assert_eq!((c[2].as_str(), c[10].as_str()), ("7", "2"));
+    cmd.reply("*2\r\n*2\r\n$2\r\n13\r\n$2\r\n12\r\n*2\r\n$3\r\ndup\r\n$6\r\nh|0|11\r\n");
     let done = rig.done();
     let got: Vec<(u64, Appended)> = done
         .into_iter()
@@ -198,7 +209,9 @@ fn replies_are_matched_in_order_and_noscript_is_sent_again_in_order() {
         got,
         vec![
             (1, Appended::Ids(vec![(11, 10)])),
-            (2, Appended::Ids(vec![(12, 11)]))
+            (2, Appended::Ids(vec![(12, 11)])),
+            (3, Appended::Ids(vec![(13, 12)])),
+            (4, Appended::Stored("h|0|11".into()))
         ]
     );
 }
