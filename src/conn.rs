@@ -177,6 +177,8 @@ pub struct Held {
     pub frames: Vec<u8>,
     pub ends: Vec<(u64, usize)>,
     pub grant: Option<(u64, Option<Box<str>>)>,
+    /// A `Last-Event-ID` that is no id (live, after a `history-lost`).
+    pub not_an_id: Option<Box<str>>,
 }
 
 /// Which listener a connection came in on.

@@ -139,13 +139,10 @@ impl Server {
             grant: authorised.into_grant(),
             ..Held::default()
         };
-        if after.is_none() && sent.is_some() {
-            // A Last-Event-ID that is no id: history-lost, then live.
-            let mut notice = Vec::new();
-            let data = serde_json::json!({ "last_event_id": sent }).to_string();
-            sse::encode_event(&mut notice, 0, Some(HISTORY_LOST), &data);
-            held.frames = notice;
-            self.stats.history_lost_sent += 1;
+        if after.is_none() {
+            // A Last-Event-ID that is no id: at the join, history-lost
+            // (as without Redis: with the ring's last id), then live.
+            held.not_an_id = sent.map(Box::from);
         }
         let call = self.scaled.call();
         self.last_response = (200, 0);
@@ -276,8 +273,21 @@ impl Server {
         }
         let log = &self.hub.get(ch).log;
         let ring_last = log.last_id();
+        let mut lost_notice = Vec::new();
         let (cursor, keep) = match h.after {
-            None => (log.head(), h.frames.len()),
+            None => {
+                if let Some(sent) = h.not_an_id.as_deref() {
+                    // As `subscribe::find_start` words it (0 included: no
+                    // event ever has it).
+                    let data = serde_json::json!({
+                        "last_event_id": sent,
+                        "first_available_id": log.first_available_id(),
+                    })
+                    .to_string();
+                    sse::encode_event(&mut lost_notice, ring_last, Some(HISTORY_LOST), &data);
+                }
+                (log.head(), h.frames.len())
+            }
             Some(_) if h.last >= ring_last => {
                 // What the ring holds past the join comes from the ring.
                 let upto = h.ends.iter().take_while(|(id, _)| *id <= ring_last).last();
@@ -320,7 +330,10 @@ impl Server {
             return;
         };
         let mut h = w.held.unwrap_or_default();
-        let mut body = Vec::new();
+        let mut body = lost_notice;
+        if !body.is_empty() {
+            self.stats.history_lost_sent += 1;
+        }
         if let Some(at) = h.lost_at {
             let data = serde_json::json!({
                 "last_event_id": h.after.map(|a| a.to_string()),
