@@ -345,10 +345,29 @@ def check_idempotency(lab, hub, other=None):
     assert b1.status == 200 and b2.status == 200 and b1.ids == b2.ids, f"batch twice: {b1} {b2}"
     b3 = p.batch(items[:1], key="key-3")
     assert b3.status == 422, f"same key, other batch: {b3}"
+    # The same key from eight connections at once (likely one loop turn,
+    # one script call): one event, one id for all.
+    pubs = [hub.publisher() for _ in range(8)]
+    for q in pubs:
+        assert q.get("/health").status == 200  # connected before the race
+    go = threading.Barrier(len(pubs))
+    same = [None] * len(pubs)
+
+    def racer(i):
+        go.wait()
+        same[i] = pubs[i].publish(ch, "raced", key="key-race")
+
+    ts = [threading.Thread(target=racer, args=(i,)) for i in range(len(pubs))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(10)
+    assert all(a.status == 200 for a in same) and len({a.id for a in same}) == 1, \
+        f"the same key raced from 8 connections: {same}"
     p.must(ch, "end")
     got = s.read_until("end")
     want = [(a1.id, "message", "once"), (a3.id, "message", "other"),
-            (b1.ids[0], "message", "b0"), (b1.ids[1], "e", "b1")]
+            (b1.ids[0], "message", "b0"), (b1.ids[1], "e", "b1"), (same[0].id, "message", "raced")]
     assert triples(got[:-1]) == want, f"the stream: {triples(got)}, wanted {want} then end"
     hub.assert_alive()
 
