@@ -195,7 +195,9 @@ impl Store {
             if current && node.expires_ms > now_ms {
                 break;
             }
-            let node = self.order.pop_front().expect("a front node");
+            let Some(node) = self.order.pop_front() else {
+                break;
+            };
             if current {
                 self.remove(&node.scope);
             }

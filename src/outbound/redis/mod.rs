@@ -535,7 +535,7 @@ impl Link {
             Cmd::Publish { args, .. } | Cmd::Replay { args, .. } | Cmd::Control { args } => {
                 let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
                 self.cmd.session.write(&refs);
-                self.cmd.session.expect(c, deadline);
+                self.cmd.session.awaits(c, deadline);
             }
             Cmd::Prime { channel } => {
                 let sha = self.shas[1].clone().unwrap_or_default();
@@ -555,75 +555,9 @@ impl Link {
             _ => {}
         }
     }
-
-    /// Reads, without blocking, the followed channels the notification
-    /// stream named (one command for up to `FETCH_KEYS` channels; one
-    /// fetch per channel in flight, a channel named again meanwhile is
-    /// read again after it).
-    pub(super) fn fetch_dirty(&mut self, now: Instant) {
-        if !self.is_up() || self.reloading || !self.any_dirty {
-            return;
-        }
-        self.any_dirty = false;
-        loop {
-            let mut channels: Vec<Box<str>> = Vec::new();
-            let mut args: Vec<Vec<u8>> = vec![
-                b"XREAD".to_vec(),
-                b"COUNT".to_vec(),
-                PAGE.to_string().into_bytes(),
-                b"STREAMS".to_vec(),
-            ];
-            let mut ids = Vec::new();
-            for (name, f) in self.followed.iter_mut() {
-                let Some(last) = f.last else { continue };
-                if !f.dirty || f.fetching {
-                    continue;
-                }
-                f.dirty = false;
-                f.fetching = true;
-                channels.push(name.clone());
-                args.push(f.key.clone().into_bytes());
-                ids.push(format!("{last}-0").into_bytes());
-                if channels.len() == FETCH_KEYS {
-                    break;
-                }
-            }
-            if channels.is_empty() {
-                return;
-            }
-            let full = channels.len() == FETCH_KEYS;
-            args.extend(ids);
-            let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-            self.cmd.session.write(&refs);
-            self.cmd
-                .session
-                .expect(Cmd::Fetch { channels }, now + self.timeout);
-            if !full {
-                return;
-            }
-        }
-    }
-
-    /// A followed channel is read from its last id this turn (a publish of
-    /// this process that could not be appended from its reply).
-    pub fn mark_dirty(&mut self, channel: &str) {
-        if let Some(f) = self.followed.get_mut(channel) {
-            f.dirty = true;
-            self.any_dirty = true;
-        }
-    }
-
-    /// Every followed channel is read again (a connection came back: a
-    /// notification may have been missed meanwhile).
-    pub(super) fn all_dirty(&mut self) {
-        for f in self.followed.values_mut() {
-            f.dirty = true;
-            f.fetching = false;
-        }
-        self.any_dirty = true;
-    }
 }
 
+mod follow;
 mod io_side;
 #[cfg(test)]
 mod tests;

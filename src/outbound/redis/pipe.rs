@@ -38,16 +38,16 @@ impl<W> Session<W> {
     /// Queues a command; its reply goes to `what`, due by `deadline`.
     pub fn push(&mut self, what: W, args: &[&[u8]], deadline: Instant) {
         self.write(args);
-        self.expect(what, deadline);
+        self.awaits(what, deadline);
     }
 
-    /// Queues a command whose reply is then `expect`ed.
+    /// Queues a command; `awaits` then says what its reply belongs to.
     pub fn write(&mut self, args: &[&[u8]]) {
         resp::command(&mut self.out, args);
     }
 
     /// The reply to the last command written goes to `what`.
-    pub fn expect(&mut self, what: W, deadline: Instant) {
+    pub fn awaits(&mut self, what: W, deadline: Instant) {
         self.waiting.push_back((what, deadline));
     }
 

@@ -18,25 +18,25 @@ struct Fake {
 }
 
 impl Fake {
-    /// The next command the link sent, as its words.
-    fn command(&mut self) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(5);
+    /// The next command the link sent, as its words, if one came whole.
+    fn try_command(&mut self) -> Option<Vec<String>> {
         loop {
             if let Ok(Decoded::Reply(Reply::Array(words), used)) = resp::decode(&self.buf) {
                 self.buf.drain(..used);
-                return words
-                    .iter()
-                    .map(|w| String::from_utf8_lossy(w.as_bytes().unwrap_or_default()).into_owned())
-                    .collect();
+                return Some(
+                    words
+                        .iter()
+                        .map(|w| {
+                            String::from_utf8_lossy(w.as_bytes().unwrap_or_default()).into_owned()
+                        })
+                        .collect(),
+                );
             }
-            assert!(Instant::now() < deadline, "no command came");
             let mut b = [0u8; 65536];
             match self.sock.read(&mut b) {
                 Ok(0) => panic!("the link closed"),
                 Ok(n) => self.buf.extend_from_slice(&b[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(1))
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
                 Err(e) => panic!("{e}"),
             }
         }
@@ -91,6 +91,28 @@ impl Rig {
         }
     }
 
+    /// The next command the link sends on `fake`, turning the loop until
+    /// it comes (a readiness signal, not a count of turns).
+    fn next(&mut self, fake: &mut Fake) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(c) = fake.try_command() {
+                return c;
+            }
+            assert!(Instant::now() < deadline, "no command came");
+            self.turn();
+        }
+    }
+
+    /// Turns the loop until `cond` holds (10 s at most).
+    fn until(&mut self, what: &str, cond: impl Fn(&Link) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond(&self.link) {
+            assert!(Instant::now() < deadline, "never: {what}");
+            self.turn();
+        }
+    }
+
     /// Runs the link's side for a moment: readiness, then a tick.
     fn turn(&mut self) {
         let mut events = Events::with_capacity(16);
@@ -121,23 +143,23 @@ impl Rig {
         // Accepted in the order they connected: the command connection first.
         let mut fol = socks.pop().expect("follow");
         let mut cmd = socks.pop().expect("command");
-        assert_eq!(cmd.command(), ["CONFIG", "GET", "maxmemory-policy"]);
-        assert_eq!(cmd.command()[..2], ["SCRIPT", "LOAD"]);
-        assert_eq!(cmd.command()[..2], ["SCRIPT", "LOAD"]);
+        assert_eq!(self.next(&mut cmd), ["CONFIG", "GET", "maxmemory-policy"]);
+        assert_eq!(self.next(&mut cmd)[..2], ["SCRIPT", "LOAD"]);
+        assert_eq!(self.next(&mut cmd)[..2], ["SCRIPT", "LOAD"]);
         cmd.reply("*2\r\n$16\r\nmaxmemory-policy\r\n$10\r\nnoeviction\r\n");
         cmd.reply("$3\r\npub\r\n$3\r\nrep\r\n");
-        for _ in 0..5 {
-            self.turn();
-        }
-        assert!(self.link.is_up());
+        self.until("connected", Link::is_up);
         // Where the notification stream is, then the follow read: the
         // control stream from 0 and the notifications from there.
-        assert_eq!(fol.command(), ["XREVRANGE", "t:n", "+", "-", "COUNT", "1"]);
+        assert_eq!(
+            self.next(&mut fol),
+            ["XREVRANGE", "t:n", "+", "-", "COUNT", "1"]
+        );
         fol.reply("*0\r\n");
         for _ in 0..5 {
             self.turn();
         }
-        let read = fol.command();
+        let read = self.next(&mut fol);
         assert_eq!(read[..2], ["XREAD", "COUNT"]);
         assert_eq!(read[6..], ["t:ctl", "t:n", "0-0", "0-0"]);
         (cmd, fol)
@@ -168,7 +190,7 @@ fn replies_are_matched_in_order_and_noscript_is_sent_again_in_order() {
     for (call, data) in [(1, "a"), (2, "b")] {
         publish(&mut rig.link, call, data);
         rig.turn();
-        let c = cmd.command();
+        let c = rig.next(&mut cmd);
         assert_eq!(
             (c[0].as_str(), c[1].as_str(), c[3].as_str()),
             ("EVALSHA", "pub", "t:n")
@@ -181,10 +203,10 @@ fn replies_are_matched_in_order_and_noscript_is_sent_again_in_order() {
     cmd.reply("-NOSCRIPT No matching script\r\n-NOSCRIPT No matching script\r\n");
     rig.turn();
     assert!(rig.done().is_empty());
-    assert_eq!(cmd.command()[..2], ["SCRIPT", "LOAD"]);
-    assert_eq!(cmd.command()[..2], ["SCRIPT", "LOAD"]);
+    assert_eq!(rig.next(&mut cmd)[..2], ["SCRIPT", "LOAD"]);
+    assert_eq!(rig.next(&mut cmd)[..2], ["SCRIPT", "LOAD"]);
     for data in ["a", "b"] {
-        let c = cmd.command();
+        let c = rig.next(&mut cmd);
         assert_eq!(c[c.len() - 2], data);
     }
     cmd.reply("$3\r\npub\r\n$3\r\nrep\r\n");
@@ -193,7 +215,7 @@ fn replies_are_matched_in_order_and_noscript_is_sent_again_in_order() {
     publish(&mut rig.link, 3, "c");
     publish(&mut rig.link, 4, "d");
     rig.turn();
-    let c = cmd.command();
+    let c = rig.next(&mut cmd);
     // Keys: the notifications, then (idempotency, stream, meta) twice.
     assert_eq!((c[2].as_str(), c[10].as_str()), ("7", "2"));
     cmd.reply("*2\r\n*2\r\n$2\r\n13\r\n$2\r\n12\r\n*2\r\n$3\r\ndup\r\n$6\r\nh|0|11\r\n");
@@ -223,8 +245,8 @@ fn a_late_reply_drops_the_connection_and_fails_what_was_in_flight() {
     publish(&mut rig.link, 7, "x");
     rig.link.replay(8, "news", 5, Instant::now());
     rig.turn();
-    let _ = cmd.command();
-    let _ = cmd.command();
+    let _ = rig.next(&mut cmd);
+    let _ = rig.next(&mut cmd);
     std::thread::sleep(Duration::from_millis(250));
     let done = rig.done();
     assert!(
@@ -261,7 +283,7 @@ fn followed_channels_are_read_from_their_tip_when_notified() {
     let (mut cmd, mut fol) = rig.connect();
     rig.link.follow("news", Instant::now());
     rig.turn();
-    let prime = cmd.command();
+    let prime = rig.next(&mut cmd);
     assert_eq!(
         (prime[0].as_str(), prime[3].as_str()),
         ("EVALSHA", "t:{news}:s")
@@ -274,7 +296,7 @@ fn followed_channels_are_read_from_their_tip_when_notified() {
     );
     // Read once from the tip (a notification may have come before it).
     assert_eq!(
-        cmd.command(),
+        rig.next(&mut cmd),
         ["XREAD", "COUNT", "500", "STREAMS", "t:{news}:s", "40-0"]
     );
     cmd.reply(
@@ -307,10 +329,10 @@ fn followed_channels_are_read_from_their_tip_when_notified() {
         rig.turn();
     }
     assert_eq!(
-        cmd.command(),
+        rig.next(&mut cmd),
         ["XREAD", "COUNT", "500", "STREAMS", "t:{news}:s", "41-0"]
     );
     // The next follow read goes on after the last notification.
-    let read = fol.command();
+    let read = rig.next(&mut fol);
     assert_eq!(read.last().map(String::as_str), Some("8-0"));
 }
